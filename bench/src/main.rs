@@ -1,0 +1,2 @@
+//! corecast-bench (being written).
+fn main() {}

@@ -1,0 +1,447 @@
+//! The member's configuration: `corecast.toml`, command-line overrides, validation.
+//!
+//! Owns: [`Config`] and its sections, [`Properties`] (a service's `[services.properties]`), and
+//! [`ConfigError`], whose every variant names the key and the value at fault. Parsing is serde +
+//! toml with unknown keys refused; overrides (`--set KEY=VALUE`) are applied to the TOML table
+//! before deserializing, so a flag and a file line fail alike.
+//!
+//! ```toml
+//! cluster-name = "dev"
+//! partition-count = 271
+//! shards = 2
+//! [network]
+//! bind = "127.0.0.1:5701"
+//! [backups]
+//! backup-count = 1
+//! [[services]]
+//! name = "counter"
+//! properties = { someproperty = 10 }
+//! ```
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+
+/// The default partition count, as Hazelcast's.
+pub const DEFAULT_PARTITION_COUNT: u32 = 271;
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The TOML did not parse or did not fit the schema (unknown key, wrong type).
+    #[error("{origin}: {message}")]
+    Parse {
+        /// The file, or "command line".
+        origin: String,
+        /// toml's message, which names the key and shows the value.
+        message: String,
+    },
+    /// A value parsed but is out of range.
+    #[error("invalid value {value} for `{key}`: {reason}")]
+    Invalid {
+        /// The key, dotted (`backups.backup-count`).
+        key: String,
+        /// The value as given.
+        value: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A `--set` argument is not `KEY=VALUE`, or its key cannot be set.
+    #[error("bad override `{arg}`: {reason}")]
+    Override {
+        /// The argument as given.
+        arg: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// A member's whole configuration. Every field has a default, so an empty file is valid.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Config {
+    /// Members only form a cluster with members of the same name.
+    pub cluster_name: String,
+    /// Partitions of the key space, fixed for the cluster's life (1..=65535).
+    pub partition_count: u32,
+    /// Shards (glommio executors) per member; absent means one per available core.
+    pub shards: Option<u32>,
+    /// Pin shard `i` to CPU `i` (ignored when the shards outnumber the CPUs).
+    pub pin_shards: bool,
+    /// io_uring registered memory per shard, in KiB (locked memory: see `ulimit -l`).
+    pub io_memory_kib: u32,
+    /// Capacity of each shard's inbound queue; a full queue makes callers wait.
+    pub shard_queue_capacity: u32,
+    /// How long an idle shard spins before it parks, in microseconds (0: park at once).
+    pub spin_before_park_micros: u64,
+    /// Addresses and join.
+    pub network: NetworkConfig,
+    /// Default replica counts.
+    pub backups: BackupConfig,
+    /// Compiled-in services to enable, disable or give properties to.
+    pub services: Vec<ServiceConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            cluster_name: "dev".into(),
+            partition_count: DEFAULT_PARTITION_COUNT,
+            shards: None,
+            pin_shards: false,
+            io_memory_kib: 512,
+            shard_queue_capacity: 4096,
+            spin_before_park_micros: 0,
+            network: NetworkConfig::default(),
+            backups: BackupConfig::default(),
+            services: Vec::new(),
+        }
+    }
+}
+
+/// `[network]`: where the member listens and whom it joins.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct NetworkConfig {
+    /// The member's address; shard `i` listens on `port + i`.
+    pub bind: SocketAddr,
+    /// Members to join through (`host:port`).
+    pub seeds: Vec<String>,
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        Self {
+            bind: SocketAddr::from((Ipv4Addr::LOCALHOST, 5701)),
+            seeds: Vec::new(),
+        }
+    }
+}
+
+/// `[backups]`: replicas per partition beyond the owner.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct BackupConfig {
+    /// Sync backups: the caller waits for their acks (0..=6).
+    pub backup_count: u8,
+    /// Async backups: fire and forget (0..=6, sum with `backup-count` ≤ 6).
+    pub async_backup_count: u8,
+}
+
+impl Default for BackupConfig {
+    fn default() -> Self {
+        Self {
+            backup_count: 1,
+            async_backup_count: 0,
+        }
+    }
+}
+
+/// `[[services]]`: one compiled-in service, the Rust form of Hazelcast's `<service>` element.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ServiceConfig {
+    /// The service's `Service::NAME`.
+    pub name: String,
+    /// Whether the member starts it (default true).
+    pub enabled: bool,
+    /// Passed to the service's `init`.
+    pub properties: Properties,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        Self {
+            name: String::new(),
+            enabled: true,
+            properties: Properties::default(),
+        }
+    }
+}
+
+/// A service's properties: any TOML values by key.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(transparent)]
+pub struct Properties(BTreeMap<String, toml::Value>);
+
+impl Properties {
+    /// No properties.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Sets `key` to `value`.
+    pub fn insert(&mut self, key: impl Into<String>, value: impl Into<toml::Value>) {
+        self.0.insert(key.into(), value.into());
+    }
+
+    /// The string value of `key`, if it is a string.
+    pub fn get_str(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(toml::Value::as_str)
+    }
+
+    /// The value of `key` as a `T`; `Ok(None)` when absent.
+    ///
+    /// Errors: [`ConfigError::Invalid`] naming `properties.<key>` when the value is not a `T`.
+    pub fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, ConfigError> {
+        let Some(value) = self.0.get(key) else {
+            return Ok(None);
+        };
+        value
+            .clone()
+            .try_into()
+            .map(Some)
+            .map_err(|e: toml::de::Error| ConfigError::Invalid {
+                key: format!("properties.{key}"),
+                value: value.to_string(),
+                reason: e.message().to_owned(),
+            })
+    }
+
+    /// Every property, by key.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &toml::Value)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v))
+    }
+}
+
+impl Config {
+    /// Parses and validates a TOML document.
+    ///
+    /// Errors: `Parse` for bad TOML, unknown keys and wrong types; `Invalid` for bad values.
+    pub fn from_toml_str(text: &str) -> Result<Config, ConfigError> {
+        let table = parse_table(text, "config")?;
+        Self::from_table(table, "config")
+    }
+
+    /// Reads `path` (if given), applies `overrides` (`(dotted key, value)`), parses and validates.
+    ///
+    /// Errors: `Io` when the file cannot be read, `Override` for a key that cannot be set, and
+    /// as [`Config::from_toml_str`].
+    pub fn load(
+        path: Option<&Path>,
+        overrides: &[(String, String)],
+    ) -> Result<Config, ConfigError> {
+        let (mut table, origin) = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                (
+                    parse_table(&text, &path.display().to_string())?,
+                    path.display().to_string(),
+                )
+            }
+            None => (toml::Table::new(), "command line".to_owned()),
+        };
+        for (key, value) in overrides {
+            apply_override(&mut table, key, value)?;
+        }
+        let origin = if overrides.is_empty() {
+            origin
+        } else {
+            format!("{origin} with command-line overrides")
+        };
+        Self::from_table(table, &origin)
+    }
+
+    /// Splits a `KEY=VALUE` argument.
+    ///
+    /// Errors: [`ConfigError::Override`] without `=` or with an empty key.
+    pub fn parse_override(arg: &str) -> Result<(String, String), ConfigError> {
+        match arg.split_once('=') {
+            Some((key, value)) if !key.trim().is_empty() => {
+                Ok((key.trim().to_owned(), value.to_owned()))
+            }
+            _ => Err(ConfigError::Override {
+                arg: arg.to_owned(),
+                reason: "expected KEY=VALUE, for example partition-count=271".into(),
+            }),
+        }
+    }
+
+    fn from_table(table: toml::Table, origin: &str) -> Result<Config, ConfigError> {
+        // Deserialize from text, not from the table, so errors carry a span: the message then
+        // quotes the offending line, which names the key and shows the value.
+        let text = toml::to_string(&table).map_err(|e| ConfigError::Parse {
+            origin: origin.to_owned(),
+            message: e.to_string(),
+        })?;
+        let config: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            origin: origin.to_owned(),
+            message: one_line(&text, &e),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every value's range.
+    ///
+    /// Errors: [`ConfigError::Invalid`] naming the first bad key and its value.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid =
+            |key: &str, value: &dyn std::fmt::Display, reason: &str| ConfigError::Invalid {
+                key: key.into(),
+                value: value.to_string(),
+                reason: reason.into(),
+            };
+        if self.cluster_name.trim().is_empty() {
+            return Err(invalid("cluster-name", &"\"\"", "must not be empty"));
+        }
+        if !(1..=65_535).contains(&self.partition_count) {
+            return Err(invalid(
+                "partition-count",
+                &self.partition_count,
+                "must be 1..=65535",
+            ));
+        }
+        if let Some(shards) = self.shards.filter(|s| !(1..=256).contains(s)) {
+            return Err(invalid(
+                "shards",
+                &shards,
+                "must be 1..=256 (omit it for one per core)",
+            ));
+        }
+        if self.io_memory_kib < 64 {
+            return Err(invalid(
+                "io-memory-kib",
+                &self.io_memory_kib,
+                "must be at least 64",
+            ));
+        }
+        if self.shard_queue_capacity == 0 {
+            return Err(invalid("shard-queue-capacity", &0, "must be at least 1"));
+        }
+        let b = &self.backups;
+        if b.backup_count > 6 {
+            return Err(invalid(
+                "backups.backup-count",
+                &b.backup_count,
+                "must be 0..=6",
+            ));
+        }
+        if b.async_backup_count > 6 {
+            return Err(invalid(
+                "backups.async-backup-count",
+                &b.async_backup_count,
+                "must be 0..=6",
+            ));
+        }
+        if b.backup_count + b.async_backup_count > 6 {
+            let reason = format!(
+                "backup-count {} + async-backup-count must be at most 6",
+                b.backup_count
+            );
+            return Err(invalid(
+                "backups.async-backup-count",
+                &b.async_backup_count,
+                &reason,
+            ));
+        }
+        for (i, service) in self.services.iter().enumerate() {
+            if service.name.trim().is_empty() {
+                return Err(invalid(
+                    &format!("services[{i}].name"),
+                    &"\"\"",
+                    "must not be empty",
+                ));
+            }
+            if self.services[..i].iter().any(|s| s.name == service.name) {
+                return Err(invalid(
+                    &format!("services[{i}].name"),
+                    &service.name,
+                    "is declared twice",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The number of shards to run: `shards`, or one per available core.
+    pub fn shard_count(&self) -> u32 {
+        self.shards
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32))
+    }
+
+    /// How long an idle shard spins before parking; `None` to park at once.
+    pub fn spin_before_park(&self) -> Option<Duration> {
+        (self.spin_before_park_micros > 0)
+            .then(|| Duration::from_micros(self.spin_before_park_micros))
+    }
+
+    /// io_uring registered memory per shard, in bytes.
+    pub fn io_memory_bytes(&self) -> usize {
+        self.io_memory_kib as usize * 1024
+    }
+
+    /// The `[[services]]` entry for `name`, if any.
+    pub fn service(&self, name: &str) -> Option<&ServiceConfig> {
+        self.services.iter().find(|s| s.name == name)
+    }
+}
+
+fn parse_table(text: &str, origin: &str) -> Result<toml::Table, ConfigError> {
+    text.parse::<toml::Table>().map_err(|e| ConfigError::Parse {
+        origin: origin.to_owned(),
+        message: e.to_string().trim().to_owned(),
+    })
+}
+
+/// toml's message prefixed with the line it points at (`partition-count = "many": invalid type…`).
+fn one_line(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().trim();
+    let Some(span) = e.span() else {
+        return message.to_owned();
+    };
+    let start = text[..span.start.min(text.len())]
+        .rfind('\n')
+        .map_or(0, |i| i + 1);
+    let end = text[start..].find('\n').map_or(text.len(), |i| start + i);
+    format!("`{}`: {message}", text[start..end].trim())
+}
+
+/// Sets dotted `key` in `table` to `raw`, read as a TOML value when it is one, else a string.
+fn apply_override(table: &mut toml::Table, key: &str, raw: &str) -> Result<(), ConfigError> {
+    let bad = |reason: &str| ConfigError::Override {
+        arg: format!("{key}={raw}"),
+        reason: reason.to_owned(),
+    };
+    let value = format!("v = {raw}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_owned()));
+    let mut parts: Vec<&str> = key.split('.').map(str::trim).collect();
+    let last = parts
+        .pop()
+        .filter(|p| !p.is_empty())
+        .ok_or_else(|| bad("empty key"))?;
+    let mut current = table;
+    for part in parts {
+        let entry = current
+            .entry(part.to_owned())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        current = entry
+            .as_table_mut()
+            .ok_or_else(|| bad(&format!("`{part}` is not a table")))?;
+    }
+    current.insert(last.to_owned(), value);
+    Ok(())
+}

@@ -1,0 +1,310 @@
+//! Invocation: getting an operation to the shard that owns its partition and its answer back.
+//!
+//! Owns: [`Invoker`] (cheap to clone, usable from any thread) and [`InvocationError`].
+//! A caller on one of the member's own shards runs operations on that shard's partitions inline,
+//! with no channel hop; every other call becomes a [`ShardMsg`] on the owning shard's bounded
+//! channel (a full channel makes the caller wait: backpressure, not memory growth) and a oneshot
+//! reply. Operations to all partitions go to every shard at once and are gathered per partition.
+//!
+//! Leaves to others: what runs on the shard ([`crate::shard`]), objects ([`crate::object`]).
+
+use std::future::Future;
+use std::sync::Arc;
+
+use crate::partition::{PartitionCount, PartitionId, ShardCount, ShardId};
+use crate::payload::{decode, encode, Bytes, Payload};
+use crate::shard::{self, MemberToken, PartitionReplies, ShardMsg};
+use crate::spi::{MemberInfo, OpError, OpId, Operation, Service, ServiceId};
+
+/// Why an invocation produced no response.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvocationError {
+    /// The member (or the shard) has shut down.
+    #[error("the member has shut down")]
+    MemberStopped,
+    /// The operation ran, or was refused, on its partition.
+    #[error("{partition}: {source}")]
+    Operation {
+        /// The partition the operation was sent to.
+        partition: PartitionId,
+        /// What the shard answered.
+        #[source]
+        source: OpError,
+    },
+    /// The partition id is not below the partition count.
+    #[error("{partition} does not exist (partition count {count})")]
+    NoSuchPartition {
+        /// The partition asked for.
+        partition: PartitionId,
+        /// The cluster's partition count.
+        count: u32,
+    },
+    /// The request could not be archived.
+    #[error("cannot encode {service}/{op}: {reason}")]
+    Encode {
+        /// The operation's service.
+        service: ServiceId,
+        /// The operation's id.
+        op: OpId,
+        /// rkyv's reason.
+        reason: String,
+    },
+    /// The response did not validate as the operation's response type.
+    #[error("malformed response from {partition}: {reason}")]
+    MalformedResponse {
+        /// The partition that answered.
+        partition: PartitionId,
+        /// What validation found.
+        reason: String,
+    },
+    /// The shard index is not below the member's shard count.
+    #[error("{shard} does not exist (the member runs {count} shards)")]
+    NoSuchShard {
+        /// The shard asked for.
+        shard: ShardId,
+        /// The member's shard count.
+        count: u32,
+    },
+}
+
+/// Sends operations to the shards of one member. Cloning shares the channels, not partition data.
+#[derive(Clone)]
+pub struct Invoker {
+    inner: Arc<Routes>,
+}
+
+struct Routes {
+    inboxes: Vec<flume::Sender<ShardMsg>>,
+    shards: ShardCount,
+    partitions: PartitionCount,
+    member: MemberInfo,
+}
+
+impl Invoker {
+    pub(crate) fn new(
+        inboxes: Vec<flume::Sender<ShardMsg>>,
+        shards: ShardCount,
+        partitions: PartitionCount,
+        member: MemberInfo,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Routes {
+                inboxes,
+                shards,
+                partitions,
+                member,
+            }),
+        }
+    }
+
+    pub(crate) fn token(&self) -> MemberToken {
+        MemberToken(Arc::as_ptr(&self.inner) as usize)
+    }
+
+    /// The cluster's partition count.
+    pub fn partition_count(&self) -> PartitionCount {
+        self.inner.partitions
+    }
+
+    /// How many shards this member runs.
+    pub fn shard_count(&self) -> ShardCount {
+        self.inner.shards
+    }
+
+    /// The member this invoker sends to.
+    pub fn member(&self) -> &MemberInfo {
+        &self.inner.member
+    }
+
+    /// The partition of `key`.
+    pub fn partition_of(&self, key: &[u8]) -> PartitionId {
+        self.inner.partitions.partition_of(key)
+    }
+
+    /// The shard this thread runs, if it is one of this member's shards.
+    pub fn current_shard(&self) -> Option<ShardId> {
+        shard::current_shard(self.token())
+    }
+
+    /// Runs `op` on `partition` and returns its response.
+    ///
+    /// Errors: [`InvocationError::Operation`] with what the service or the shard answered,
+    /// [`InvocationError::MemberStopped`] after shutdown, `NoSuchPartition`, and encode / decode
+    /// failures (never a panic).
+    pub async fn invoke<O: Operation>(
+        &self,
+        partition: PartitionId,
+        op: &O,
+    ) -> Result<O::Response, InvocationError> {
+        let (service, op_id) = (<O::Service as Service>::ID, O::ID);
+        let payload = encode_request(service, op_id, op)?;
+        let bytes = self.invoke_raw(partition, service, op_id, payload).await?;
+        decode_response::<O::Response>(partition, &bytes)
+    }
+
+    /// Runs `op` on every partition and returns each partition's response, in partition order.
+    ///
+    /// Errors: the first partition (in id order) whose operation failed, as
+    /// [`InvocationError::Operation`]; `MemberStopped` after shutdown.
+    pub async fn invoke_all<O: Operation>(
+        &self,
+        op: &O,
+    ) -> Result<Vec<(PartitionId, O::Response)>, InvocationError> {
+        let (service, op_id) = (<O::Service as Service>::ID, O::ID);
+        let payload = encode_request(service, op_id, op)?;
+        self.invoke_all_raw(service, op_id, payload)
+            .await?
+            .into_iter()
+            .map(|(p, bytes)| Ok((p, decode_response::<O::Response>(p, &bytes)?)))
+            .collect()
+    }
+
+    pub(crate) async fn invoke_raw(
+        &self,
+        partition: PartitionId,
+        service: ServiceId,
+        op: OpId,
+        payload: Bytes,
+    ) -> Result<Bytes, InvocationError> {
+        let count = self.inner.partitions.get();
+        if partition.0 >= count {
+            return Err(InvocationError::NoSuchPartition { partition, count });
+        }
+        let shard = self.inner.shards.shard_of(partition);
+        let local = shard::with_local(self.token(), shard, |core| {
+            let mut out = Bytes::new();
+            core.execute(partition, service, op, &payload, &mut out)
+                .map(|()| out)
+        });
+        let result = match local {
+            Some(result) => result,
+            None => {
+                let (reply, answer) = oneshot::channel();
+                let msg = ShardMsg::Invoke {
+                    partition,
+                    service,
+                    op,
+                    payload,
+                    reply,
+                };
+                self.send(shard, msg).await?;
+                answer.await.map_err(|_| InvocationError::MemberStopped)?
+            }
+        };
+        result.map_err(|source| InvocationError::Operation { partition, source })
+    }
+
+    pub(crate) async fn invoke_all_raw(
+        &self,
+        service: ServiceId,
+        op: OpId,
+        payload: Bytes,
+    ) -> Result<Vec<(PartitionId, Bytes)>, InvocationError> {
+        let token = self.token();
+        let mut pending = Vec::new();
+        let mut replies: PartitionReplies =
+            Vec::with_capacity(self.inner.partitions.get() as usize);
+        for index in 0..self.inner.shards.get() {
+            let shard = ShardId(index);
+            if let Some(done) =
+                shard::with_local(token, shard, |core| core.execute_all(service, op, &payload))
+            {
+                replies.extend(done);
+                continue;
+            }
+            let (reply, answer) = oneshot::channel();
+            let msg = ShardMsg::AllPartitions {
+                service,
+                op,
+                payload: payload.clone(),
+                reply,
+            };
+            self.send(shard, msg).await?;
+            pending.push(answer);
+        }
+        for answer in pending {
+            replies.extend(answer.await.map_err(|_| InvocationError::MemberStopped)?);
+        }
+        replies.sort_by_key(|(p, _)| *p);
+        replies
+            .into_iter()
+            .map(|(partition, r)| {
+                r.map(|bytes| (partition, bytes))
+                    .map_err(|source| InvocationError::Operation { partition, source })
+            })
+            .collect()
+    }
+
+    /// Runs `f` on shard `shard`'s thread and returns what its future produces. Operations the
+    /// future invokes on that shard's own partitions run inline, without a channel hop.
+    ///
+    /// Errors: `NoSuchShard`, or `MemberStopped` if the member stops before the future completes.
+    pub fn run_on<F, Fut, T>(
+        &self,
+        shard: ShardId,
+        f: F,
+    ) -> impl Future<Output = Result<T, InvocationError>> + Send + 'static
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = T> + 'static,
+        T: Send + 'static,
+    {
+        let this = self.clone();
+        async move {
+            let (reply, answer) = oneshot::channel();
+            let job = move || {
+                glommio::spawn_local(async move {
+                    let _ = reply.send(f().await);
+                })
+                .detach();
+            };
+            this.send(shard, ShardMsg::Run(Box::new(job))).await?;
+            answer.await.map_err(|_| InvocationError::MemberStopped)
+        }
+    }
+
+    pub(crate) async fn send(&self, shard: ShardId, msg: ShardMsg) -> Result<(), InvocationError> {
+        let inbox =
+            self.inner
+                .inboxes
+                .get(shard.0 as usize)
+                .ok_or(InvocationError::NoSuchShard {
+                    shard,
+                    count: self.inner.shards.get(),
+                })?;
+        inbox
+            .send_async(msg)
+            .await
+            .map_err(|_| InvocationError::MemberStopped)
+    }
+
+    /// Sends without waiting; used by shutdown from `Drop`, where no executor is around.
+    pub(crate) fn send_blocking(&self, shard: ShardId, msg: ShardMsg) -> bool {
+        self.inner
+            .inboxes
+            .get(shard.0 as usize)
+            .is_some_and(|inbox| inbox.send(msg).is_ok())
+    }
+}
+
+pub(crate) fn encode_request<T: Payload>(
+    service: ServiceId,
+    op: OpId,
+    value: &T,
+) -> Result<Bytes, InvocationError> {
+    encode(value).map_err(|e| InvocationError::Encode {
+        service,
+        op,
+        reason: e.to_string(),
+    })
+}
+
+pub(crate) fn decode_response<T: Payload>(
+    partition: PartitionId,
+    bytes: &[u8],
+) -> Result<T, InvocationError> {
+    decode::<T>(bytes).map_err(|e| InvocationError::MalformedResponse {
+        partition,
+        reason: e.to_string(),
+    })
+}

@@ -1,0 +1,58 @@
+//! corecast-engine: the partition engine of corecast, a thread-per-core in-memory data grid.
+//!
+//! A member runs one glommio executor per shard; partition `p` lives on shard `p % shards`, and
+//! that shard alone touches the partition's containers. Everything else reaches a partition by
+//! sending its shard a message.
+//!
+//! Module map:
+//! - [`partition`]: partition and shard ids, the stable key hash (`partition_of`).
+//! - [`config`]: the member's TOML configuration and its errors.
+//! - [`payload`]: the rkyv bounds of operations and responses; encode, access in place, decode.
+//! - [`spi`]: the service provider interface: [`Service`], [`Operation`], containers, backup and
+//!   migration awareness, distributed object proxies.
+//! - [`registry`] (crate-private): type-erased service slots and the `(service, op)` dispatch table.
+//! - [`shard`] (crate-private): one shard's state and its message loop on a glommio executor.
+//! - [`invocation`]: routing an operation to its partition's shard and awaiting the response.
+//! - [`object`]: distributed objects by name: handles, creation, destruction, listing.
+//! - [`member`]: the embedded API: start a member, get objects, run work on shards, shut down.
+//! - [`memlock`] (crate-private): the locked-memory check glommio needs before starting.
+//! - [`testkit`]: run one service's operations, backups and migrations against plain
+//!   containers, without a member, for services' unit tests.
+
+pub mod config;
+pub mod invocation;
+pub mod member;
+mod memlock;
+pub mod object;
+pub mod partition;
+pub mod payload;
+mod registry;
+mod shard;
+pub mod spi;
+pub mod testkit;
+
+pub use config::{Config, ConfigError, Properties};
+pub use invocation::{InvocationError, Invoker};
+pub use member::{BlockingMember, Member, MemberBuilder, StartError};
+pub use object::ObjectHandle;
+pub use partition::{partition_of, PartitionCount, PartitionId, ShardCount, ShardId};
+pub use payload::Payload;
+pub use spi::{
+    Backup, DistributedObject, MemberInfo, MigrationEndpoint, MigrationEvent, OpContext, OpError,
+    OpId, Operation, Operations, ReplicaIndex, ReplicationEvent, Service, ServiceContext,
+    ServiceError, ServiceId,
+};
+
+/// What a service implementation needs in scope.
+pub mod prelude {
+    pub use crate::config::Properties;
+    pub use crate::invocation::InvocationError;
+    pub use crate::object::ObjectHandle;
+    pub use crate::partition::{PartitionId, ShardId};
+    pub use crate::spi::{
+        Backup, DistributedObject, MigrationEndpoint, MigrationEvent, OpContext, OpError, OpId,
+        Operation, Operations, ReplicaIndex, ReplicationEvent, Service, ServiceContext,
+        ServiceError, ServiceId,
+    };
+    pub use rkyv::{Archive, Archived, Deserialize, Serialize};
+}

@@ -1,0 +1,370 @@
+//! The embedded API: start a member from a config, get distributed objects by name, run work on
+//! its shards, shut it down.
+//!
+//! Owns: [`MemberBuilder`] (config + compiled-in services), [`Member`] (async handle),
+//! [`BlockingMember`] (the same for callers without an async runtime) and [`StartError`].
+//! Starting spawns one glommio executor per shard and waits until every shard has started its
+//! services; shutting down asks every shard to shut its services down and joins the threads.
+//!
+//! # Examples
+//!
+//! ```
+//! use corecast_engine::{BlockingMember, Config};
+//!
+//! let config = Config { shards: Some(2), ..Config::default() };
+//! let member = BlockingMember::builder(config).start_blocking()?;
+//! assert_eq!(member.member().invoker().shard_count().get(), 2);
+//! member.shutdown();
+//! # Ok::<(), corecast_engine::StartError>(())
+//! ```
+
+use std::future::Future;
+
+use crate::config::{Config, ConfigError};
+use crate::invocation::{InvocationError, Invoker};
+use crate::object::{self, ObjectHandle};
+use crate::partition::{PartitionCount, ShardCount, ShardId};
+use crate::registry::ServiceFactory;
+use crate::shard::{self, ShardMsg, ShardSpec, ShardThread};
+use crate::spi::{DistributedObject, MemberInfo, Service};
+
+/// Why a member did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The config enables a service that is not compiled into this binary.
+    #[error("config names service `{name}`, which is not compiled in (known: {known})")]
+    UnknownService {
+        /// The name in `[[services]]`.
+        name: String,
+        /// The registered services.
+        known: String,
+    },
+    /// Two registered services share a name or an id.
+    #[error("services `{first}` and `{second}` share the name or id {id}")]
+    DuplicateService {
+        /// The service registered first.
+        first: &'static str,
+        /// The service registered second.
+        second: &'static str,
+        /// The shared id.
+        id: u16,
+    },
+    /// Two operations of one service share an id.
+    #[error("service `{service}`: operations {first} and {second} share op id {id}")]
+    DuplicateOperation {
+        /// The service.
+        service: &'static str,
+        /// The operation registered first.
+        first: &'static str,
+        /// The operation registered second.
+        second: &'static str,
+        /// The shared id.
+        id: u16,
+    },
+    /// A service's `init` failed on a shard.
+    #[error("service `{service}` failed to start on {shard}: {reason}")]
+    ServiceInit {
+        /// The service.
+        service: String,
+        /// The shard it failed on.
+        shard: ShardId,
+        /// The service's reason.
+        reason: String,
+    },
+    /// The shards would lock more memory than `ulimit -l` allows.
+    #[error(
+        "the shards need {needed} bytes of locked memory for io_uring (io-memory-kib × shards) \
+         but `ulimit -l` allows {limit}: raise it (ulimit -l, or memlock in limits.conf) or \
+         lower io-memory-kib / shards"
+    )]
+    LockedMemory {
+        /// Bytes the shards would lock.
+        needed: u64,
+        /// The soft RLIMIT_MEMLOCK in bytes.
+        limit: u64,
+    },
+    /// glommio could not create a shard's executor.
+    #[error("cannot start the executor of {shard}: {reason}")]
+    Executor {
+        /// The shard.
+        shard: ShardId,
+        /// glommio's reason.
+        reason: String,
+    },
+}
+
+/// Collects the config and the compiled-in services, then starts a member.
+pub struct MemberBuilder {
+    config: Config,
+    factories: Vec<ServiceFactory>,
+}
+
+impl MemberBuilder {
+    /// Compiles service `S` in. The config may disable it or give it properties by `S::NAME`.
+    pub fn service<S: Service>(mut self) -> Self {
+        self.factories.push(ServiceFactory::of::<S>());
+        self
+    }
+
+    /// Starts the member: validates the config, checks locked memory, starts every shard and
+    /// every enabled service on it, and returns once all shards serve.
+    ///
+    /// Errors: a [`StartError`] naming the config key, service or shard at fault. Shards already
+    /// started are stopped again.
+    pub async fn start(self) -> Result<Member, StartError> {
+        let (config, factories) = self.checked()?;
+        let shards = ShardCount::new(config.shard_count()).ok_or_else(|| invalid("shards", "0"))?;
+        let partitions = PartitionCount::new(config.partition_count)
+            .ok_or_else(|| invalid("partition-count", "0"))?;
+        crate::memlock::check(config.io_memory_bytes() as u64 * u64::from(shards.get()))?;
+        let member = MemberInfo {
+            cluster_name: config.cluster_name.clone(),
+            address: config.network.bind,
+        };
+        let (inboxes, receivers): (Vec<_>, Vec<_>) = (0..shards.get())
+            .map(|_| flume::bounded(config.shard_queue_capacity as usize))
+            .unzip();
+        let invoker = Invoker::new(inboxes, shards, partitions, member.clone());
+        let mut started = Member {
+            invoker,
+            threads: Vec::new(),
+            stopped: false,
+        };
+        let mut ready = Vec::new();
+        for (index, inbox) in receivers.into_iter().enumerate() {
+            let shard = ShardId(index as u32);
+            let spec = ShardSpec {
+                token: started.invoker.token(),
+                shard,
+                shards,
+                partitions,
+                member: member.clone(),
+                factories: factories.clone(),
+                config: config.clone(),
+            };
+            let (tx, rx) = oneshot::channel();
+            let placement = shard::placement(&config, shard, shards);
+            started
+                .threads
+                .push(shard::spawn(spec, inbox, tx, placement)?);
+            ready.push((shard, rx));
+        }
+        for (shard, rx) in ready {
+            let outcome = rx.await.unwrap_or_else(|_| {
+                Err(StartError::Executor {
+                    shard,
+                    reason: "the shard's thread ended while starting".into(),
+                })
+            });
+            if let Err(e) = outcome {
+                started.stop(true).await;
+                return Err(e);
+            }
+        }
+        tracing::info!(
+            cluster = %member.cluster_name,
+            address = %member.address,
+            shards = shards.get(),
+            partitions = partitions.get(),
+            services = %factories.iter().map(|f| f.name).collect::<Vec<_>>().join(","),
+            "member started"
+        );
+        Ok(started)
+    }
+
+    /// Starts the member from a thread without an async runtime.
+    ///
+    /// Errors: as [`MemberBuilder::start`].
+    pub fn start_blocking(self) -> Result<BlockingMember, StartError> {
+        futures_lite::future::block_on(self.start()).map(|member| BlockingMember { member })
+    }
+
+    /// The validated config and the factories of the enabled services.
+    fn checked(self) -> Result<(Config, Vec<ServiceFactory>), StartError> {
+        self.config.validate()?;
+        for (i, f) in self.factories.iter().enumerate() {
+            if let Some(first) = self.factories[..i]
+                .iter()
+                .find(|g| g.name == f.name || g.id == f.id)
+            {
+                return Err(StartError::DuplicateService {
+                    first: first.name,
+                    second: f.name,
+                    id: f.id.0,
+                });
+            }
+            if let Some((id, first, second)) = f.duplicate_op() {
+                return Err(StartError::DuplicateOperation {
+                    service: f.name,
+                    first,
+                    second,
+                    id: id.0,
+                });
+            }
+        }
+        for declared in &self.config.services {
+            if !self.factories.iter().any(|f| f.name == declared.name) {
+                return Err(StartError::UnknownService {
+                    name: declared.name.clone(),
+                    known: self
+                        .factories
+                        .iter()
+                        .map(|f| f.name)
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                });
+            }
+        }
+        let config = self.config;
+        let enabled = self
+            .factories
+            .into_iter()
+            .filter(|f| config.service(f.name).is_none_or(|s| s.enabled))
+            .collect();
+        Ok((config, enabled))
+    }
+}
+
+fn invalid(key: &str, value: &str) -> StartError {
+    StartError::Config(ConfigError::Invalid {
+        key: key.into(),
+        value: value.into(),
+        reason: "must be at least 1".into(),
+    })
+}
+
+/// A running member, for async callers (any runtime: the futures only await channels).
+pub struct Member {
+    invoker: Invoker,
+    threads: Vec<ShardThread>,
+    stopped: bool,
+}
+
+impl Member {
+    /// A builder for a member with `config`; add services with [`MemberBuilder::service`].
+    pub fn builder(config: Config) -> MemberBuilder {
+        MemberBuilder {
+            config,
+            factories: Vec::new(),
+        }
+    }
+
+    /// The distributed object `name` of `T`'s service, created on first use.
+    ///
+    /// Errors: `Operation` with `UnknownService` when the service is not running here;
+    /// `MemberStopped` after shutdown.
+    pub async fn object<T: DistributedObject>(&self, name: &str) -> Result<T, InvocationError> {
+        let handle = ObjectHandle::open::<T::Service>(self.invoker.clone(), name).await?;
+        Ok(T::from_handle(handle))
+    }
+
+    /// Destroys object `name` of service `S`: its record and its state in every partition.
+    ///
+    /// Errors: as [`Member::object`].
+    pub async fn destroy_object<S: Service>(&self, name: &str) -> Result<(), InvocationError> {
+        object::destroy(&self.invoker, S::ID, name).await
+    }
+
+    /// The names of service `S`'s objects, sorted.
+    ///
+    /// Errors: as [`Member::object`].
+    pub async fn objects<S: Service>(&self) -> Result<Vec<String>, InvocationError> {
+        object::list(&self.invoker, S::ID).await
+    }
+
+    /// The invoker, to send operations directly (and to clone into other threads).
+    pub fn invoker(&self) -> &Invoker {
+        &self.invoker
+    }
+
+    /// Runs `f` on shard `shard`'s thread; see [`Invoker::run_on`].
+    pub fn run_on<F, Fut, T>(
+        &self,
+        shard: ShardId,
+        f: F,
+    ) -> impl Future<Output = Result<T, InvocationError>> + Send + 'static
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = T> + 'static,
+        T: Send + 'static,
+    {
+        self.invoker.run_on(shard, f)
+    }
+
+    /// Shuts every service down on every shard, then stops the shards' threads.
+    pub async fn shutdown(mut self) {
+        self.stop(false).await;
+    }
+
+    async fn stop(&mut self, terminate: bool) {
+        for index in 0..self.threads.len() {
+            let msg = ShardMsg::Shutdown { terminate };
+            // A shard that already ended (its init failed) has no one to read this.
+            let _ = self.invoker.send(ShardId(index as u32), msg).await;
+        }
+        for thread in &self.threads {
+            let _ = thread.exited.recv_async().await;
+        }
+        self.join();
+    }
+
+    fn join(&mut self) {
+        self.stopped = true;
+        for thread in self.threads.drain(..) {
+            if let Err(e) = thread.join.join() {
+                tracing::warn!(error = %e, "a shard's thread ended with an error");
+            }
+        }
+        tracing::info!(address = %self.invoker.member().address, "member stopped");
+    }
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        if self.stopped {
+            return;
+        }
+        for index in 0..self.threads.len() {
+            let msg = ShardMsg::Shutdown { terminate: true };
+            self.invoker.send_blocking(ShardId(index as u32), msg);
+        }
+        self.join();
+    }
+}
+
+/// A running member for callers without an async runtime: every call blocks the calling thread.
+pub struct BlockingMember {
+    member: Member,
+}
+
+impl BlockingMember {
+    /// A builder for a member with `config`; finish it with [`MemberBuilder::start_blocking`].
+    pub fn builder(config: Config) -> MemberBuilder {
+        Member::builder(config)
+    }
+
+    /// The distributed object `name` of `T`'s service, created on first use.
+    ///
+    /// Errors: as [`Member::object`].
+    pub fn object<T: DistributedObject>(&self, name: &str) -> Result<T, InvocationError> {
+        self.block_on(self.member.object::<T>(name))
+    }
+
+    /// Waits for `future` on this thread, for example a proxy call: `m.block_on(counter.inc(1))`.
+    pub fn block_on<F: Future>(&self, future: F) -> F::Output {
+        futures_lite::future::block_on(future)
+    }
+
+    /// The async member underneath.
+    pub fn member(&self) -> &Member {
+        &self.member
+    }
+
+    /// Shuts the member down and waits for its shards to stop.
+    pub fn shutdown(self) {
+        futures_lite::future::block_on(self.member.shutdown());
+    }
+}

@@ -1,0 +1,343 @@
+//! One shard: the services and containers of its partitions, and its message loop.
+//!
+//! Owns: [`ShardCore`] (the only thing that touches this shard's containers), [`ShardMsg`] (what
+//! other threads may ask of it), the glommio executor that runs it, and the thread-local that
+//! lets callers already on this shard run their own partitions' operations inline.
+//!
+//! Invariant: a `ShardCore` is created on its executor's thread and never leaves it. Other threads
+//! reach it only through its bounded flume channel; replies go back on per-request oneshots.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use ahash::AHashSet;
+use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
+
+use crate::config::Config;
+use crate::member::StartError;
+use crate::object;
+use crate::partition::{PartitionCount, PartitionId, ShardCount, ShardId};
+use crate::payload::Bytes;
+use crate::registry::{Dispatch, ErasedSlot, ServiceFactory, Target};
+use crate::spi::{MemberInfo, OpError, OpId, ReplicaIndex, ServiceContext, ServiceId};
+
+/// Identifies one running member inside this process (the address of its shared invoker state),
+/// so a thread-local shard is only used by callers of its own member.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct MemberToken(pub usize);
+
+/// The answer to one invocation: the archived response, or why there is none.
+pub(crate) type Reply = oneshot::Sender<Result<Bytes, OpError>>;
+
+/// Per-partition results of an all-partitions operation on one shard.
+pub(crate) type PartitionReplies = Vec<(PartitionId, Result<Bytes, OpError>)>;
+
+/// What other threads may ask of a shard.
+pub(crate) enum ShardMsg {
+    /// Run one operation on one partition.
+    Invoke {
+        partition: PartitionId,
+        service: ServiceId,
+        op: OpId,
+        payload: Bytes,
+        reply: Reply,
+    },
+    /// Run one operation on every partition this shard holds.
+    AllPartitions {
+        service: ServiceId,
+        op: OpId,
+        payload: Bytes,
+        reply: oneshot::Sender<PartitionReplies>,
+    },
+    /// Run a closure on the shard's thread (it may spawn local tasks).
+    Run(Box<dyn FnOnce() + Send>),
+    /// Shut the services down and stop the executor.
+    Shutdown { terminate: bool },
+}
+
+/// Everything a shard needs to start, moved into its thread.
+pub(crate) struct ShardSpec {
+    pub token: MemberToken,
+    pub shard: ShardId,
+    pub shards: ShardCount,
+    pub partitions: PartitionCount,
+    pub member: MemberInfo,
+    pub factories: Vec<ServiceFactory>,
+    pub config: Config,
+}
+
+/// The state of one shard. Lives on its executor's thread only.
+pub(crate) struct ShardCore {
+    pub member: MemberInfo,
+    pub shard: ShardId,
+    pub shards: ShardCount,
+    pub partitions: PartitionCount,
+    pub slots: Vec<Box<dyn ErasedSlot>>,
+    pub dispatch: Dispatch,
+    /// Per local partition: the objects whose name hashes there (their home partition).
+    pub objects: Vec<AHashSet<(ServiceId, String)>>,
+}
+
+impl ShardCore {
+    fn start(spec: &ShardSpec) -> Result<Self, StartError> {
+        let ctx = ServiceContext {
+            member: spec.member.clone(),
+            shard: spec.shard,
+            shards: spec.shards,
+            partitions: spec.partitions,
+        };
+        let local_slots = spec.shards.partition_slots(spec.shard, spec.partitions);
+        let mut slots = Vec::with_capacity(spec.factories.len());
+        let mut dispatch = Dispatch::default();
+        let empty = crate::config::Properties::default();
+        for factory in &spec.factories {
+            let properties = spec
+                .config
+                .service(factory.name)
+                .map_or(&empty, |s| &s.properties);
+            let slot = factory.start(&ctx, properties, local_slots).map_err(|e| {
+                StartError::ServiceInit {
+                    service: factory.name.to_owned(),
+                    shard: spec.shard,
+                    reason: e.reason,
+                }
+            })?;
+            dispatch.add(slots.len(), factory);
+            slots.push(slot);
+        }
+        Ok(Self {
+            member: spec.member.clone(),
+            shard: spec.shard,
+            shards: spec.shards,
+            partitions: spec.partitions,
+            slots,
+            dispatch,
+            objects: (0..local_slots).map(|_| AHashSet::new()).collect(),
+        })
+    }
+
+    /// The dense index of `partition` on this shard, if this shard holds it.
+    pub fn local_index(&self, partition: PartitionId) -> Result<usize, OpError> {
+        if partition.0 >= self.partitions.get() {
+            return Err(OpError::NoSuchPartition {
+                partition,
+                count: self.partitions.get(),
+            });
+        }
+        if self.shards.shard_of(partition) != self.shard {
+            return Err(OpError::WrongShard {
+                partition,
+                shard: self.shard,
+            });
+        }
+        Ok(self.shards.local_index(partition))
+    }
+
+    /// Runs one operation on one of this shard's partitions, archiving the response into `out`.
+    pub fn execute(
+        &mut self,
+        partition: PartitionId,
+        service: ServiceId,
+        op: OpId,
+        payload: &[u8],
+        out: &mut Bytes,
+    ) -> Result<(), OpError> {
+        let local = self.local_index(partition)?;
+        if service == object::ENGINE_SERVICE {
+            return object::run_engine_op(self, local, op, payload, out);
+        }
+        let handler = self.dispatch.handler(service, op)?;
+        let target = Target {
+            partition,
+            shard: self.shard,
+            local,
+            replica: ReplicaIndex::PRIMARY,
+            member: &self.member,
+        };
+        let slot = self
+            .slots
+            .get_mut(handler.slot)
+            .ok_or(OpError::UnknownService { service })?;
+        (handler.run)(slot.as_mut(), &target, payload, out)
+    }
+
+    /// Runs one operation on every partition this shard holds, in partition order.
+    pub fn execute_all(
+        &mut self,
+        service: ServiceId,
+        op: OpId,
+        payload: &[u8],
+    ) -> PartitionReplies {
+        self.shards
+            .partitions_of(self.shard, self.partitions)
+            .map(|p| {
+                let mut out = Bytes::new();
+                let result = self.execute(p, service, op, payload, &mut out);
+                (p, result.map(|()| out))
+            })
+            .collect()
+    }
+
+    fn shutdown(&mut self, terminate: bool) {
+        for slot in &mut self.slots {
+            slot.shutdown(terminate);
+        }
+    }
+}
+
+struct Current {
+    token: MemberToken,
+    shard: ShardId,
+    core: Rc<RefCell<ShardCore>>,
+}
+
+thread_local! {
+    static CURRENT: RefCell<Option<Current>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` inline if this thread is `shard` of the member `token` and its core is free;
+/// `None` means the caller must send a message instead.
+pub(crate) fn with_local<R>(
+    token: MemberToken,
+    shard: ShardId,
+    f: impl FnOnce(&mut ShardCore) -> R,
+) -> Option<R> {
+    CURRENT.with(|current| {
+        let current = current.try_borrow().ok()?;
+        let current = current.as_ref()?;
+        if current.token != token || current.shard != shard {
+            return None;
+        }
+        let mut core = current.core.try_borrow_mut().ok()?;
+        Some(f(&mut core))
+    })
+}
+
+/// The shard this thread runs, if it is one of member `token`'s shards.
+pub(crate) fn current_shard(token: MemberToken) -> Option<ShardId> {
+    CURRENT.with(|current| {
+        let current = current.try_borrow().ok()?;
+        current
+            .as_ref()
+            .filter(|c| c.token == token)
+            .map(|c| c.shard)
+    })
+}
+
+/// A running shard's thread, and a receiver that resolves (with an error: its sender is dropped)
+/// when the shard's future has ended, whichever way it ended.
+pub(crate) struct ShardThread {
+    pub join: ExecutorJoinHandle<()>,
+    pub exited: flume::Receiver<()>,
+}
+
+/// Starts shard `spec.shard` on its own glommio executor. `ready` hears whether the services
+/// started; the executor then serves `inbox` until told to shut down.
+pub(crate) fn spawn(
+    spec: ShardSpec,
+    inbox: flume::Receiver<ShardMsg>,
+    ready: oneshot::Sender<Result<(), StartError>>,
+    placement: Placement,
+) -> Result<ShardThread, StartError> {
+    let shard = spec.shard;
+    let mut builder = LocalExecutorBuilder::new(placement)
+        .name(&format!("corecast-shard-{}", shard.0))
+        .io_memory(spec.config.io_memory_bytes());
+    if let Some(spin) = spec.config.spin_before_park() {
+        builder = builder.spin_before_park(spin);
+    }
+    let (exited_tx, exited) = flume::bounded::<()>(1);
+    let join = builder
+        .spawn(move || async move {
+            // Dropped when this future ends: `exited` resolves even if the shard never served.
+            let _exited = exited_tx;
+            let core = match ShardCore::start(&spec) {
+                Ok(core) => Rc::new(RefCell::new(core)),
+                Err(e) => {
+                    let _ = ready.send(Err(e));
+                    return;
+                }
+            };
+            CURRENT.with(|c| {
+                *c.borrow_mut() = Some(Current {
+                    token: spec.token,
+                    shard,
+                    core: core.clone(),
+                })
+            });
+            tracing::debug!(%shard, partitions = core.borrow().objects.len(), "shard started");
+            let _ = ready.send(Ok(()));
+            let terminate = serve(&core, &inbox).await;
+            core.borrow_mut().shutdown(terminate);
+            CURRENT.with(|c| c.borrow_mut().take());
+            tracing::debug!(%shard, "shard stopped");
+        })
+        .map_err(|e| StartError::Executor {
+            shard,
+            reason: e.to_string(),
+        })?;
+    Ok(ShardThread { join, exited })
+}
+
+/// How many messages a shard handles before it lets its other tasks run.
+const BATCH: usize = 256;
+
+/// Serves the inbox until a shutdown message or until every sender is gone; returns whether the
+/// stop is a hard one (`terminate`).
+async fn serve(core: &Rc<RefCell<ShardCore>>, inbox: &flume::Receiver<ShardMsg>) -> bool {
+    while let Ok(first) = inbox.recv_async().await {
+        let mut next = Some(first);
+        let mut handled = 0;
+        while let Some(msg) = next.take() {
+            if let Some(terminate) = handle(core, msg) {
+                return terminate;
+            }
+            handled += 1;
+            if handled < BATCH {
+                next = inbox.try_recv().ok();
+            }
+        }
+        glommio::yield_if_needed().await;
+    }
+    true
+}
+
+/// Handles one message; `Some(terminate)` when it was the shutdown.
+fn handle(core: &Rc<RefCell<ShardCore>>, msg: ShardMsg) -> Option<bool> {
+    match msg {
+        ShardMsg::Invoke {
+            partition,
+            service,
+            op,
+            payload,
+            reply,
+        } => {
+            let mut out = Bytes::new();
+            let result = core
+                .borrow_mut()
+                .execute(partition, service, op, &payload, &mut out);
+            let _ = reply.send(result.map(|()| out));
+        }
+        ShardMsg::AllPartitions {
+            service,
+            op,
+            payload,
+            reply,
+        } => {
+            let _ = reply.send(core.borrow_mut().execute_all(service, op, &payload));
+        }
+        ShardMsg::Run(f) => f(),
+        ShardMsg::Shutdown { terminate } => return Some(terminate),
+    }
+    None
+}
+
+/// Where shard `shard` runs: pinned to its own CPU only when asked and when there are enough.
+pub(crate) fn placement(config: &Config, shard: ShardId, shards: ShardCount) -> Placement {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if config.pin_shards && shards.get() as usize <= cpus {
+        Placement::Fixed(shard.0 as usize)
+    } else {
+        Placement::Unbound
+    }
+}

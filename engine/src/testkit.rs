@@ -1,0 +1,222 @@
+//! Unit-testing a service without a member: one partition's container, driven through the same
+//! paths a shard uses (archived request read in place, archived response, backup operations run
+//! as backups, replica data archived and applied on another replica).
+//!
+//! Owns: [`PartitionHarness`]. Leaves the real shards and cluster to the rest of the engine.
+//!
+//! # Examples
+//!
+//! See [`crate::spi`] for a service driven through a harness.
+
+use std::net::{Ipv4Addr, SocketAddr};
+
+use crate::config::Properties;
+use crate::partition::{PartitionCount, PartitionId, ShardCount, ShardId};
+use crate::payload::{access, decode, encode, Bytes};
+use crate::registry::{ErasedSlot, OpFn, ServiceSlot, Target};
+use crate::spi::{
+    MemberInfo, MigrationEndpoint, MigrationEvent, OpError, OpId, Operation, Operations,
+    ReplicaIndex, ReplicationEvent, Service, ServiceContext, ServiceError,
+};
+
+/// One partition replica of service `S`: a service instance and the partition's container.
+pub struct PartitionHarness<S: Service> {
+    slot: ServiceSlot<S>,
+    ops: Vec<(OpId, &'static str, OpFn)>,
+    member: MemberInfo,
+    partition: PartitionId,
+    replica: ReplicaIndex,
+}
+
+impl<S: Service> PartitionHarness<S> {
+    /// A harness for partition 0 as its owner, with no properties, at `127.0.0.1:5701`.
+    ///
+    /// Errors: whatever the service's `init` returns.
+    pub fn new() -> Result<Self, ServiceError> {
+        Self::with_properties(&Properties::default(), 5701)
+    }
+
+    /// A harness whose member listens on `port` (so log lines tell replicas apart), with
+    /// `properties` for the service's `init`.
+    ///
+    /// Errors: whatever the service's `init` returns.
+    pub fn with_properties(properties: &Properties, port: u16) -> Result<Self, ServiceError> {
+        let member = MemberInfo {
+            cluster_name: "testkit".into(),
+            address: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+        };
+        let ctx = ServiceContext {
+            member: member.clone(),
+            shard: ShardId(0),
+            shards: ShardCount::new(1).ok_or_else(|| ServiceError::new("no shard"))?,
+            partitions: PartitionCount::new(1).ok_or_else(|| ServiceError::new("no partition"))?,
+        };
+        let mut ops = Operations::<S>::new();
+        S::operations(&mut ops);
+        Ok(Self {
+            slot: ServiceSlot {
+                service: S::init(&ctx, properties)?,
+                containers: vec![S::Container::default()],
+            },
+            ops: ops.entries,
+            member,
+            partition: PartitionId(0),
+            replica: ReplicaIndex::PRIMARY,
+        })
+    }
+
+    /// The partition's container.
+    pub fn container(&self) -> &S::Container {
+        &self.slot.containers[0]
+    }
+
+    /// The service instance.
+    pub fn service_mut(&mut self) -> &mut S {
+        &mut self.slot.service
+    }
+
+    /// Runs `op` as the partition's owner, through its archived form.
+    ///
+    /// Errors: the operation's own, or `UnknownOperation` when `S::operations` did not add it.
+    pub fn run<O: Operation<Service = S>>(&mut self, op: &O) -> Result<O::Response, OpError> {
+        let payload = encode(op).map_err(|e| encode_error("request", e))?;
+        let out = self.run_archived(O::ID, &payload)?;
+        decode::<O::Response>(&out).map_err(|e| OpError::MalformedPayload {
+            service: S::ID,
+            op: O::ID,
+            reason: e.to_string(),
+        })
+    }
+
+    /// Runs `op` as the owner, then its backup operation (if it asks for one) on each of
+    /// `backups`, as replica 1, 2, …, the way an owner with that many backups would.
+    ///
+    /// Errors: the first error of the operation or of a backup.
+    pub fn run_with_backups<O: Operation<Service = S>>(
+        &mut self,
+        op: &O,
+        backups: &mut [&mut PartitionHarness<S>],
+    ) -> Result<O::Response, OpError> {
+        let payload = encode(op).map_err(|e| encode_error("request", e))?;
+        let out = self.run_archived(O::ID, &payload)?;
+        let response = decode::<O::Response>(&out).map_err(|e| encode_error("response", e))?;
+        let archived = access::<O>(&payload).map_err(|e| encode_error("request", e))?;
+        if !O::should_backup(archived, &response) {
+            return Ok(response);
+        }
+        if let Some(backup) = O::backup_operation(archived, &response) {
+            let bytes = backup.payload?;
+            for (i, replica) in backups.iter_mut().enumerate() {
+                replica.replica = ReplicaIndex(i as u8 + 1);
+                replica.run_archived(backup.op, &bytes)?;
+            }
+        }
+        Ok(response)
+    }
+
+    /// Moves this replica's data to `destination`, which becomes `replica` of the partition,
+    /// through the migration-aware SPI: before-migration on both ends, replica data archived here
+    /// and applied there, then commit on both (this end keeps no replica).
+    pub fn migrate_to(&mut self, destination: &mut PartitionHarness<S>, replica: ReplicaIndex) {
+        let (source_event, destination_event) = self.migration_events(replica);
+        self.slot.service.before_migration(&source_event);
+        destination
+            .slot
+            .service
+            .before_migration(&destination_event);
+        destination.receive_replica(self, replica);
+        self.commit(&source_event);
+        destination.commit(&destination_event);
+    }
+
+    /// Like [`PartitionHarness::migrate_to`], but the migration fails after the data arrived:
+    /// rollback runs on both ends, and the destination must drop what it received.
+    pub fn migrate_and_roll_back(
+        &mut self,
+        destination: &mut PartitionHarness<S>,
+        replica: ReplicaIndex,
+    ) {
+        let (source_event, destination_event) = self.migration_events(replica);
+        self.slot.service.before_migration(&source_event);
+        destination
+            .slot
+            .service
+            .before_migration(&destination_event);
+        destination.receive_replica(self, replica);
+        let (service, container) = (&mut self.slot.service, &mut self.slot.containers[0]);
+        service.rollback_migration(container, &source_event);
+        let (service, container) = (
+            &mut destination.slot.service,
+            &mut destination.slot.containers[0],
+        );
+        service.rollback_migration(container, &destination_event);
+    }
+
+    fn migration_events(&self, replica: ReplicaIndex) -> (MigrationEvent, MigrationEvent) {
+        let source = MigrationEvent {
+            partition: self.partition,
+            endpoint: MigrationEndpoint::Source,
+            current_replica: Some(self.replica),
+            new_replica: None,
+        };
+        let destination = MigrationEvent {
+            endpoint: MigrationEndpoint::Destination,
+            current_replica: None,
+            new_replica: Some(replica),
+            ..source
+        };
+        (source, destination)
+    }
+
+    fn receive_replica(&mut self, source: &PartitionHarness<S>, replica: ReplicaIndex) {
+        let event = ReplicationEvent {
+            partition: source.partition,
+            replica_index: replica,
+        };
+        let Some(data) = S::replica_data(source.container(), &event) else {
+            return;
+        };
+        // Through the archive, as it will cross the network: a service whose data does not
+        // round-trip fails here rather than in a cluster.
+        match encode(&data) {
+            Ok(bytes) => match access::<S::ReplicaData>(&bytes) {
+                Ok(archived) => S::apply_replica_data(&mut self.slot.containers[0], archived),
+                Err(e) => panic!("replica data of {} does not validate: {e}", S::NAME),
+            },
+            Err(e) => panic!("replica data of {} does not archive: {e}", S::NAME),
+        }
+        self.replica = replica;
+    }
+
+    fn commit(&mut self, event: &MigrationEvent) {
+        let (service, container) = (&mut self.slot.service, &mut self.slot.containers[0]);
+        service.commit_migration(container, event);
+    }
+
+    fn run_archived(&mut self, op: OpId, payload: &[u8]) -> Result<Bytes, OpError> {
+        let run = self
+            .ops
+            .iter()
+            .find(|(id, _, _)| *id == op)
+            .map(|(_, _, run)| *run)
+            .ok_or(OpError::UnknownOperation { service: S::ID, op })?;
+        let target = Target {
+            partition: self.partition,
+            shard: ShardId(0),
+            local: 0,
+            replica: self.replica,
+            member: &self.member,
+        };
+        let mut out = Bytes::new();
+        let slot: &mut dyn ErasedSlot = &mut self.slot;
+        run(slot, &target, payload, &mut out)?;
+        Ok(out)
+    }
+}
+
+fn encode_error(what: &'static str, e: rkyv::rancor::Error) -> OpError {
+    OpError::Encode {
+        what,
+        reason: e.to_string(),
+    }
+}

@@ -1,0 +1,23 @@
+//! corecast-services: the services compiled into the `corecast` binary, and its command line.
+//!
+//! Module map:
+//! - [`counter`]: the Counter of Hazelcast's SPI tutorial (inc with backup and migration).
+//! - [`kv`]: a minimal key-value service, for the benchmark until the full Map lands.
+//! - [`config_args`]: the command-line flags every binary shares to load a config.
+//! - [`builtin`]: registering every built-in service on a member builder.
+
+pub mod config_args;
+pub mod counter;
+pub mod kv;
+
+/// Registering the built-in services.
+pub mod builtin {
+    use corecast_engine::MemberBuilder;
+
+    /// `builder` with every built-in service compiled in (each may be disabled by config).
+    pub fn with_builtin_services(builder: MemberBuilder) -> MemberBuilder {
+        builder
+            .service::<crate::counter::CounterService>()
+            .service::<crate::kv::KvService>()
+    }
+}
