@@ -1,2 +1,135 @@
-//! corecast-bench (being written).
-fn main() {}
+//! `corecast-bench`: the bundled latency benchmark.
+//!
+//! With no arguments it starts an embedded member (one shard per core), runs each workload
+//! (counter increments, key-value puts, key-value gets) from pipelined callers on every shard
+//! for a few seconds, then runs the same workload on a bare `ahash` map in one thread, and prints
+//! ops/s and HDR latency percentiles for both, with their ratio. Progress goes to stderr, the
+//! table to stdout.
+//!
+//! Module map: [`workload`] (what an operation is, keys), [`embedded`] (driving the member),
+//! [`baseline`] (the bare map), [`report`] (results and the table).
+
+mod baseline;
+mod embedded;
+mod report;
+mod workload;
+
+use std::time::Duration;
+
+use clap::Parser;
+use corecast_services::config_args::ConfigArgs;
+
+use crate::workload::{Workload, WorkloadSpec};
+
+/// Command-line options.
+#[derive(Parser, Debug)]
+#[command(
+    name = "corecast-bench",
+    version,
+    about = "Latency benchmark: an embedded corecast member against a bare hash map"
+)]
+struct Args {
+    /// Workloads to run, in order.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "counter-inc,kv-put,kv-get"
+    )]
+    workloads: Vec<Workload>,
+    /// Measured seconds per workload.
+    #[arg(long, default_value_t = 3.0)]
+    duration: f64,
+    /// Warm-up seconds per workload (not measured).
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+    /// Concurrent callers per shard (each keeps one operation in flight).
+    #[arg(long, default_value_t = 64)]
+    callers: usize,
+    /// Distinct counters for counter-inc.
+    #[arg(long, default_value_t = 1_000)]
+    counters: usize,
+    /// Distinct keys for kv-put and kv-get.
+    #[arg(long, default_value_t = 100_000)]
+    keys: usize,
+    /// Value size in bytes for kv-put.
+    #[arg(long, default_value_t = 100)]
+    value_size: usize,
+    /// Skip the bare hash map baseline.
+    #[arg(long)]
+    no_baseline: bool,
+    #[command(flatten)]
+    config: ConfigArgs,
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    if let Err(e) = run(Args::parse()) {
+        eprintln!("corecast-bench: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.duration > 0.0,
+        "--duration must be positive, got {}",
+        args.duration
+    );
+    anyhow::ensure!(
+        args.warmup >= 0.0,
+        "--warmup must not be negative, got {}",
+        args.warmup
+    );
+    anyhow::ensure!(args.callers > 0, "--callers must be at least 1");
+    anyhow::ensure!(
+        args.counters > 0 && args.keys > 0,
+        "--counters and --keys must be at least 1"
+    );
+    let config = args.config.load()?;
+    let spec = WorkloadSpec {
+        counters: args.counters,
+        keys: args.keys,
+        value_size: args.value_size,
+        callers: args.callers,
+        warmup: Duration::from_secs_f64(args.warmup),
+        duration: Duration::from_secs_f64(args.duration),
+    };
+    let bench = embedded::Bench::start(config, &spec)?;
+    let mut rows = Vec::new();
+    for workload in &args.workloads {
+        eprintln!(
+            "{workload}: corecast, {} shards × {} callers, {:.1} s warm-up + {:.1} s …",
+            bench.shards(),
+            spec.callers,
+            args.warmup,
+            args.duration
+        );
+        let corecast = bench.run(*workload, &spec)?;
+        let baseline = if args.no_baseline {
+            None
+        } else {
+            eprintln!("{workload}: bare ahash map, 1 thread …");
+            Some(baseline::run(*workload, &spec))
+        };
+        rows.push(report::Row {
+            workload: *workload,
+            corecast,
+            baseline,
+        });
+    }
+    let setup = report::Setup {
+        shards: bench.shards(),
+        partitions: bench.partitions(),
+        callers: spec.callers,
+        duration: spec.duration,
+    };
+    bench.shutdown();
+    print!("{}", report::table(&setup, &rows));
+    Ok(())
+}

@@ -86,6 +86,13 @@ pub struct Config {
     pub shard_queue_capacity: u32,
     /// How long an idle shard spins before it parks, in microseconds (0: park at once).
     pub spin_before_park_micros: u64,
+    /// How often a busy shard stops running tasks to poll io_uring and pick up wake-ups from
+    /// other threads (replies from other shards), in microseconds. glommio's default of 100 ms
+    /// would let a busy shard hold a cross-shard reply that long.
+    pub preempt_timer_micros: u64,
+    /// How often an idle shard wakes anyway, in microseconds (0: never). Bounds the cost of a
+    /// cross-thread wake-up that glommio 0.9 loses (see `shard.rs`) to one tick.
+    pub wake_tick_micros: u64,
     /// Addresses and join.
     pub network: NetworkConfig,
     /// Default replica counts.
@@ -104,6 +111,8 @@ impl Default for Config {
             io_memory_kib: 512,
             shard_queue_capacity: 4096,
             spin_before_park_micros: 0,
+            preempt_timer_micros: 250,
+            wake_tick_micros: 1000,
             network: NetworkConfig::default(),
             backups: BackupConfig::default(),
             services: Vec::new(),
@@ -326,6 +335,13 @@ impl Config {
                 "must be at least 64",
             ));
         }
+        if !(10..=1_000_000).contains(&self.preempt_timer_micros) {
+            return Err(invalid(
+                "preempt-timer-micros",
+                &self.preempt_timer_micros,
+                "must be 10..=1000000",
+            ));
+        }
         if self.shard_queue_capacity == 0 {
             return Err(invalid("shard-queue-capacity", &0, "must be at least 1"));
         }
@@ -384,6 +400,16 @@ impl Config {
     pub fn spin_before_park(&self) -> Option<Duration> {
         (self.spin_before_park_micros > 0)
             .then(|| Duration::from_micros(self.spin_before_park_micros))
+    }
+
+    /// How often a busy shard polls for I/O and wake-ups from other threads.
+    pub fn preempt_timer(&self) -> Duration {
+        Duration::from_micros(self.preempt_timer_micros)
+    }
+
+    /// How often an idle shard wakes anyway; `None` when disabled.
+    pub fn wake_tick(&self) -> Option<Duration> {
+        (self.wake_tick_micros > 0).then(|| Duration::from_micros(self.wake_tick_micros))
     }
 
     /// io_uring registered memory per shard, in bytes.

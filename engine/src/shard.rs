@@ -242,7 +242,8 @@ pub(crate) fn spawn(
     let shard = spec.shard;
     let mut builder = LocalExecutorBuilder::new(placement)
         .name(&format!("corecast-shard-{}", shard.0))
-        .io_memory(spec.config.io_memory_bytes());
+        .io_memory(spec.config.io_memory_bytes())
+        .preempt_timer(spec.config.preempt_timer());
     if let Some(spin) = spec.config.spin_before_park() {
         builder = builder.spin_before_park(spin);
     }
@@ -267,6 +268,9 @@ pub(crate) fn spawn(
             });
             tracing::debug!(%shard, partitions = core.borrow().objects.len(), "shard started");
             let _ = ready.send(Ok(()));
+            if let Some(tick) = spec.config.wake_tick() {
+                glommio::spawn_local(wake_tick(tick)).detach();
+            }
             let terminate = serve(&core, &inbox).await;
             core.borrow_mut().shutdown(terminate);
             CURRENT.with(|c| c.borrow_mut().take());
@@ -277,6 +281,17 @@ pub(crate) fn spawn(
             reason: e.to_string(),
         })?;
     Ok(ShardThread { join, exited })
+}
+
+/// Wakes the shard every `tick` even when idle. glommio 0.9 can lose a wake-up sent from
+/// another thread (a reply from another shard, a message into the inbox): reproduced with
+/// `corecast-bench --preempt-timer-micros 50`, both shards parked in io_uring while callers wait
+/// on replies that were sent. Each time the executor wakes it drains its queue of foreign
+/// wake-ups, so a lost one costs at most a tick instead of a hang.
+async fn wake_tick(tick: std::time::Duration) {
+    loop {
+        glommio::timer::sleep(tick).await;
+    }
 }
 
 /// How many messages a shard handles before it lets its other tasks run.

@@ -33,6 +33,12 @@ pub struct ConfigArgs {
     /// `spin-before-park-micros`.
     #[arg(long)]
     pub spin_before_park_micros: Option<u64>,
+    /// `preempt-timer-micros`.
+    #[arg(long)]
+    pub preempt_timer_micros: Option<u64>,
+    /// `wake-tick-micros` (0 disables).
+    #[arg(long)]
+    pub wake_tick_micros: Option<u64>,
     /// `network.bind`, as HOST:PORT.
     #[arg(long, value_name = "HOST:PORT")]
     pub bind: Option<String>,
@@ -70,6 +76,14 @@ impl ConfigArgs {
             (
                 "spin-before-park-micros",
                 self.spin_before_park_micros.map(|v| v.to_string()),
+            ),
+            (
+                "preempt-timer-micros",
+                self.preempt_timer_micros.map(|v| v.to_string()),
+            ),
+            (
+                "wake-tick-micros",
+                self.wake_tick_micros.map(|v| v.to_string()),
             ),
             ("network.bind", self.bind.as_ref().map(quoted)),
             (
