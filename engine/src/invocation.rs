@@ -3,8 +3,8 @@
 //! Owns: [`Invoker`] (cheap to clone, usable from any thread) and [`InvocationError`].
 //! A caller on one of the member's own shards runs operations on that shard's partitions inline,
 //! with no channel hop; every other call becomes a [`ShardMsg`] on the owning shard's bounded
-//! channel (a full channel makes the caller wait: backpressure, not memory growth) and a oneshot
-//! reply. Operations to all partitions go to every shard at once and are gathered per partition.
+//! channel (a full channel makes the caller wait: backpressure, not memory growth) with a
+//! [`Reply`]: a oneshot for a thread, or a completion into the calling shard's own queue. Operations to all partitions go to every shard at once and are gathered per partition.
 //!
 //! Leaves to others: what runs on the shard ([`crate::shard`]), objects ([`crate::object`]).
 
@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use crate::partition::{PartitionCount, PartitionId, ShardCount, ShardId};
 use crate::payload::{decode, encode, Bytes, Payload};
+use crate::reply::Reply;
 use crate::shard::{self, MemberToken, PartitionReplies, ShardMsg};
 use crate::spi::{MemberInfo, OpError, OpId, Operation, Service, ServiceId};
 
@@ -179,7 +180,8 @@ impl Invoker {
         let result = match local {
             Some(result) => result,
             None => {
-                let (reply, answer) = oneshot::channel();
+                let (reply, answer) =
+                    shard::shard_reply(self.token()).unwrap_or_else(Reply::thread);
                 let msg = ShardMsg::Invoke {
                     partition,
                     service,

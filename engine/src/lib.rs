@@ -11,6 +11,8 @@
 //! - [`spi`]: the service provider interface: [`Service`], [`Operation`], containers, backup and
 //!   migration awareness, distributed object proxies.
 //! - [`registry`] (crate-private): type-erased service slots and the `(service, op)` dispatch table.
+//! - [`reply`] (crate-private): answers back to callers: oneshots for threads, completion
+//!   messages for callers on shards.
 //! - [`shard`] (crate-private): one shard's state and its message loop on a glommio executor.
 //! - [`invocation`]: routing an operation to its partition's shard and awaiting the response.
 //! - [`object`]: distributed objects by name: handles, creation, destruction, listing.
@@ -27,6 +29,7 @@ pub mod object;
 pub mod partition;
 pub mod payload;
 mod registry;
+mod reply;
 mod shard;
 pub mod spi;
 pub mod testkit;
