@@ -33,7 +33,7 @@ pub const DEFAULT_PARTITION_COUNT: u32 = 271;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The config file could not be read.
-    #[error("cannot read config file {path}: {source}")]
+    #[error("cannot read config file {path}")]
     Io {
         /// The file.
         path: PathBuf,
