@@ -9,7 +9,8 @@
 //!
 //! The loop polls the inbox and its completion queue every scheduling round while the shard has
 //! other work (so a busy shard picks up cross-shard messages within one round, not on glommio's
-//! preempt tick), and parks on both once it has been idle for [`IDLE_SPIN`].
+//! preempt tick), and once it has been idle for [`IDLE_SPIN`] it blocks on both, with a timeout,
+//! instead of letting glommio park the executor (see `Queues::wait` for why).
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -193,6 +194,15 @@ struct Current {
     shard: ShardId,
     core: Rc<RefCell<ShardCore>>,
     pending: Rc<RefCell<Pending>>,
+    /// Calls made by tasks on this shard (inline or routed); the loop reads it to tell a busy
+    /// shard from an idle one, since glommio does not say whether other tasks are runnable.
+    activity: Rc<std::cell::Cell<u64>>,
+}
+
+impl Current {
+    fn touch(&self) {
+        self.activity.set(self.activity.get().wrapping_add(1));
+    }
 }
 
 thread_local! {
@@ -213,6 +223,7 @@ pub(crate) fn with_local<R>(
             return None;
         }
         let mut core = current.core.try_borrow_mut().ok()?;
+        current.touch();
         Some(f(&mut core))
     })
 }
@@ -224,6 +235,7 @@ pub(crate) fn shard_reply(token: MemberToken) -> Option<(Reply, oneshot::Receive
         let current = current.try_borrow().ok()?;
         let current = current.as_ref().filter(|c| c.token == token)?;
         let mut pending = current.pending.try_borrow_mut().ok()?;
+        current.touch();
         Some(pending.register())
     })
 }
@@ -276,20 +288,24 @@ pub(crate) fn spawn(
             };
             let (completions_tx, completions) = flume::unbounded();
             let pending = Rc::new(RefCell::new(Pending::new(completions_tx)));
+            let activity = Rc::new(std::cell::Cell::new(0));
             CURRENT.with(|c| {
                 *c.borrow_mut() = Some(Current {
                     token: spec.token,
                     shard,
                     core: core.clone(),
                     pending: pending.clone(),
+                    activity: activity.clone(),
                 })
             });
             tracing::debug!(%shard, partitions = core.borrow().objects.len(), "shard started");
             let _ = ready.send(Ok(()));
-            if let Some(tick) = spec.config.wake_tick() {
-                glommio::spawn_local(wake_tick(tick)).detach();
-            }
-            let terminate = serve(&core, &pending, &inbox, &completions).await;
+            let queues = Queues {
+                inbox,
+                completions,
+                tick: spec.config.wake_tick(),
+            };
+            let terminate = serve(&core, &pending, &queues, &activity).await;
             core.borrow_mut().shutdown(terminate);
             CURRENT.with(|c| c.borrow_mut().take());
             tracing::debug!(%shard, "shard stopped");
@@ -301,29 +317,51 @@ pub(crate) fn spawn(
     Ok(ShardThread { join, exited })
 }
 
-/// Wakes the shard every `tick` even when idle. glommio 0.9 can lose a wake-up sent from
-/// another thread (a reply from another shard, a message into the inbox): reproduced with
-/// `corecast-bench --preempt-timer-micros 50`, both shards parked in io_uring while callers wait
-/// on replies that were sent. Each time the executor wakes it drains its queue of foreign
-/// wake-ups, so a lost one costs at most a tick instead of a hang.
-async fn wake_tick(tick: std::time::Duration) {
-    loop {
-        glommio::timer::sleep(tick).await;
-    }
-}
-
 /// How many messages a shard handles before it lets its other tasks run.
 const BATCH: usize = 256;
 
-/// How long an idle shard keeps polling its queues before it parks. Parking costs a membarrier
-/// IPI and io_uring submissions in glommio, waking costs an eventfd write by the sender; a short
-/// spin keeps a shard in a steady exchange with another shard from paying both on every message.
+/// How long an idle shard keeps polling its queues before it blocks. Blocking and waking cost a
+/// futex each; a short spin keeps a shard in a steady exchange with another shard from paying
+/// them on every message.
 pub(crate) const IDLE_SPIN: Duration = Duration::from_micros(50);
 
-/// What woke a parked shard.
+/// What ended an idle shard's wait.
 enum Arrival {
-    Msg(Result<ShardMsg, flume::RecvError>),
-    Done(Result<Completion, flume::RecvError>),
+    Msg(ShardMsg),
+    Done(Completion),
+    /// Every sender of the inbox is gone.
+    Closed,
+    Tick,
+}
+
+/// What a shard's loop reads.
+struct Queues {
+    inbox: flume::Receiver<ShardMsg>,
+    completions: flume::Receiver<Completion>,
+    /// The longest an idle shard waits before it runs its other tasks again.
+    tick: Duration,
+}
+
+impl Queues {
+    /// Blocks this shard's thread until a message or a completion arrives, or the tick passes.
+    ///
+    /// An idle shard waits here, on a futex, instead of letting glommio park the executor in
+    /// io_uring: glommio 0.9 parks on its main ring with a poll on the latency ring, and on this
+    /// kernel a completion on the latency ring (the cross-thread wake-up eventfd, its own timers)
+    /// sometimes never wakes it (glommio issues #326, #494, #547). Reproduced: `corecast-bench
+    /// --shards 1` beside two busy processes hung with a put sitting in the inbox; with this wait
+    /// it does not. A sender wakes this thread directly; the tick bounds how long a task woken
+    /// through glommio (a oneshot from another thread, a timer) waits for the executor to notice.
+    fn wait(&self) -> Arrival {
+        flume::Selector::new()
+            .recv(&self.inbox, |m| m.map_or(Arrival::Closed, Arrival::Msg))
+            // This shard holds a sender of its own completion queue: it cannot disconnect.
+            .recv(&self.completions, |c| {
+                c.map_or(Arrival::Tick, Arrival::Done)
+            })
+            .wait_timeout(self.tick)
+            .unwrap_or(Arrival::Tick)
+    }
 }
 
 /// Serves the inbox and the completion queue until a shutdown message or until every sender is
@@ -331,13 +369,19 @@ enum Arrival {
 async fn serve(
     core: &Rc<RefCell<ShardCore>>,
     pending: &RefCell<Pending>,
-    inbox: &flume::Receiver<ShardMsg>,
-    completions: &flume::Receiver<Completion>,
+    queues: &Queues,
+    activity: &std::cell::Cell<u64>,
 ) -> bool {
+    let (inbox, completions) = (&queues.inbox, &queues.completions);
     // When the shard went idle; read the clock only on idle rounds.
     let mut idle_since: Option<Instant> = None;
+    let mut seen_activity = activity.get();
     loop {
         let mut handled = 0;
+        if activity.get() != seen_activity {
+            seen_activity = activity.get();
+            handled += 1;
+        }
         while let Ok(completion) = completions.try_recv() {
             pending.borrow_mut().complete(completion);
             handled += 1;
@@ -357,24 +401,17 @@ async fn serve(
         if handled > 0 {
             idle_since = None;
         } else if idle_since.get_or_insert_with(Instant::now).elapsed() >= IDLE_SPIN {
-            let arrival =
-                futures_lite::future::or(async { Arrival::Msg(inbox.recv_async().await) }, async {
-                    Arrival::Done(completions.recv_async().await)
-                })
-                .await;
-            match arrival {
-                Arrival::Msg(Ok(msg)) => {
+            match queues.wait() {
+                Arrival::Msg(msg) => {
                     if let Some(terminate) = handle(core, msg) {
                         return terminate;
                     }
                 }
-                Arrival::Msg(Err(_)) => return true,
-                Arrival::Done(Ok(completion)) => pending.borrow_mut().complete(completion),
-                // This shard holds a sender of its own completion queue: it cannot disconnect.
-                Arrival::Done(Err(_)) => {}
+                Arrival::Closed => return true,
+                Arrival::Done(completion) => pending.borrow_mut().complete(completion),
+                Arrival::Tick => {}
             }
             idle_since = None;
-            continue;
         }
         // Let this shard's other tasks run, then poll again.
         futures_lite::future::yield_now().await;

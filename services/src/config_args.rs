@@ -36,7 +36,7 @@ pub struct ConfigArgs {
     /// `preempt-timer-micros`.
     #[arg(long)]
     pub preempt_timer_micros: Option<u64>,
-    /// `wake-tick-micros` (0 disables).
+    /// `wake-tick-micros`.
     #[arg(long)]
     pub wake_tick_micros: Option<u64>,
     /// `network.bind`, as HOST:PORT.
