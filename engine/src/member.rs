@@ -280,20 +280,6 @@ impl Member {
         &self.invoker
     }
 
-    /// Runs `f` on shard `shard`'s thread; see [`Invoker::run_on`].
-    pub fn run_on<F, Fut, T>(
-        &self,
-        shard: ShardId,
-        f: F,
-    ) -> impl Future<Output = Result<T, InvocationError>> + Send + 'static
-    where
-        F: FnOnce() -> Fut + Send + 'static,
-        Fut: Future<Output = T> + 'static,
-        T: Send + 'static,
-    {
-        self.invoker.run_on(shard, f)
-    }
-
     /// Shuts every service down on every shard, then stops the shards' threads.
     pub async fn shutdown(mut self) {
         self.stop(false).await;

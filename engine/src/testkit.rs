@@ -118,13 +118,7 @@ impl<S: Service> PartitionHarness<S> {
     /// through the migration-aware SPI: before-migration on both ends, replica data archived here
     /// and applied there, then commit on both (this end keeps no replica).
     pub fn migrate_to(&mut self, destination: &mut PartitionHarness<S>, replica: ReplicaIndex) {
-        let (source_event, destination_event) = self.migration_events(replica);
-        self.slot.service.before_migration(&source_event);
-        destination
-            .slot
-            .service
-            .before_migration(&destination_event);
-        destination.receive_replica(self, replica);
+        let (source_event, destination_event) = self.copy_replica(destination, replica);
         self.commit(&source_event);
         destination.commit(&destination_event);
     }
@@ -136,6 +130,18 @@ impl<S: Service> PartitionHarness<S> {
         destination: &mut PartitionHarness<S>,
         replica: ReplicaIndex,
     ) {
+        let (source_event, destination_event) = self.copy_replica(destination, replica);
+        self.roll_back(&source_event);
+        destination.roll_back(&destination_event);
+    }
+
+    /// The first half of a migration: before-migration on both ends, then the replica data
+    /// copied over. Returns the source's and the destination's events.
+    fn copy_replica(
+        &mut self,
+        destination: &mut PartitionHarness<S>,
+        replica: ReplicaIndex,
+    ) -> (MigrationEvent, MigrationEvent) {
         let (source_event, destination_event) = self.migration_events(replica);
         self.slot.service.before_migration(&source_event);
         destination
@@ -143,13 +149,7 @@ impl<S: Service> PartitionHarness<S> {
             .service
             .before_migration(&destination_event);
         destination.receive_replica(self, replica);
-        let (service, container) = (&mut self.slot.service, &mut self.slot.containers[0]);
-        service.rollback_migration(container, &source_event);
-        let (service, container) = (
-            &mut destination.slot.service,
-            &mut destination.slot.containers[0],
-        );
-        service.rollback_migration(container, &destination_event);
+        (source_event, destination_event)
     }
 
     fn migration_events(&self, replica: ReplicaIndex) -> (MigrationEvent, MigrationEvent) {
@@ -191,6 +191,11 @@ impl<S: Service> PartitionHarness<S> {
     fn commit(&mut self, event: &MigrationEvent) {
         let (service, container) = (&mut self.slot.service, &mut self.slot.containers[0]);
         service.commit_migration(container, event);
+    }
+
+    fn roll_back(&mut self, event: &MigrationEvent) {
+        let (service, container) = (&mut self.slot.service, &mut self.slot.containers[0]);
+        service.rollback_migration(container, event);
     }
 
     fn run_archived(&mut self, op: OpId, payload: &[u8]) -> Result<Bytes, OpError> {

@@ -4,11 +4,13 @@
 //! - [`counter`]: the Counter of Hazelcast's SPI tutorial (inc with backup and migration).
 //! - [`kv`]: a minimal key-value service, for the benchmark until the full Map lands.
 //! - [`config_args`]: the command-line flags every binary shares to load a config.
+//! - [`logging`]: the binaries' tracing subscriber.
 //! - [`builtin`]: registering every built-in service on a member builder.
 
 pub mod config_args;
 pub mod counter;
 pub mod kv;
+pub mod logging;
 
 /// Registering the built-in services.
 pub mod builtin {

@@ -1,0 +1,13 @@
+//! Logging for the binaries: `RUST_LOG` when set, a default filter otherwise.
+
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::EnvFilter;
+
+/// Installs the global subscriber writing to `writer`, filtered by `RUST_LOG` or `default`.
+pub fn init(default: &str, writer: impl for<'w> MakeWriter<'w> + Send + Sync + 'static) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_writer(writer)
+        .with_env_filter(filter)
+        .init();
+}
