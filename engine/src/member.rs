@@ -280,6 +280,25 @@ impl Member {
         &self.invoker
     }
 
+    /// Drops all state: calls every service's `reset` on every shard, clears every container and
+    /// forgets every object, as Hazelcast does to a member that rejoins after a split brain.
+    ///
+    /// Errors: `MemberStopped` after shutdown.
+    pub async fn reset(&self) -> Result<(), InvocationError> {
+        let mut acks = Vec::new();
+        for index in 0..self.threads.len() {
+            let (done, ack) = oneshot::channel();
+            self.invoker
+                .send(ShardId(index as u32), ShardMsg::Reset(done))
+                .await?;
+            acks.push(ack);
+        }
+        for ack in acks {
+            ack.await.map_err(|_| InvocationError::MemberStopped)?;
+        }
+        Ok(())
+    }
+
     /// Shuts every service down on every shard, then stops the shards' threads.
     pub async fn shutdown(mut self) {
         self.stop(false).await;

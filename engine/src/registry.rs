@@ -44,6 +44,8 @@ pub(crate) trait ErasedSlot {
     fn create_object(&mut self, local: usize, name: &str);
     fn destroy_object(&mut self, local: usize, name: &str);
     fn shutdown(&mut self, terminate: bool);
+    /// The service's `reset`, then every container cleared.
+    fn reset(&mut self);
 }
 
 impl<S: Service> ErasedSlot for ServiceSlot<S> {
@@ -65,6 +67,11 @@ impl<S: Service> ErasedSlot for ServiceSlot<S> {
 
     fn shutdown(&mut self, terminate: bool) {
         self.service.shutdown(terminate);
+    }
+
+    fn reset(&mut self) {
+        self.service.reset();
+        self.containers.iter_mut().for_each(S::clear_replica);
     }
 }
 

@@ -55,6 +55,8 @@ pub(crate) enum ShardMsg {
     },
     /// Run a closure on the shard's thread (it may spawn local tasks).
     Run(Box<dyn FnOnce() + Send>),
+    /// Drop every service's state and every object record (a split-brain rejoin).
+    Reset(oneshot::Sender<()>),
     /// Shut the services down and stop the executor.
     Shutdown { terminate: bool },
 }
@@ -185,6 +187,15 @@ impl ShardCore {
     fn shutdown(&mut self, terminate: bool) {
         for slot in &mut self.slots {
             slot.shutdown(terminate);
+        }
+    }
+
+    fn reset(&mut self) {
+        for slot in &mut self.slots {
+            slot.reset();
+        }
+        for records in &mut self.objects {
+            records.clear();
         }
     }
 }
@@ -443,6 +454,10 @@ fn handle(core: &Rc<RefCell<ShardCore>>, msg: ShardMsg) -> Option<bool> {
             let _ = reply.send(core.borrow_mut().execute_all(service, op, &payload));
         }
         ShardMsg::Run(f) => f(),
+        ShardMsg::Reset(done) => {
+            core.borrow_mut().reset();
+            let _ = done.send(());
+        }
         ShardMsg::Shutdown { terminate } => return Some(terminate),
     }
     None

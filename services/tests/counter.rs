@@ -220,3 +220,25 @@ fn a_rolled_back_migration_leaves_the_data_on_the_source_only() {
     assert_eq!(source.container().get("c"), Some(&5));
     assert!(destination.container().is_empty());
 }
+
+#[test]
+fn reset_drops_every_counter_and_every_name() {
+    let member = support::member(2);
+    let m = member.member();
+    for name in ["a", "b", "c"] {
+        let counter = member.object::<Counter>(name).unwrap();
+        member.block_on(counter.inc(5)).unwrap();
+    }
+    member.block_on(m.reset()).unwrap();
+    assert!(member
+        .block_on(m.objects::<CounterService>())
+        .unwrap()
+        .is_empty());
+    let a = member.object::<Counter>("a").unwrap();
+    assert_eq!(
+        member.block_on(a.inc(0)).unwrap(),
+        0,
+        "a counter survived reset"
+    );
+    member.shutdown();
+}
