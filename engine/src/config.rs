@@ -130,6 +130,22 @@ pub struct NetworkConfig {
     pub bind: SocketAddr,
     /// Members to join through (`host:port`).
     pub seeds: Vec<String>,
+    /// A shared secret every member must present to join (none by default).
+    pub secret: Option<String>,
+    /// A lite member joins and routes but holds no partitions.
+    pub lite: bool,
+    /// How often a member sends heartbeats to the others.
+    pub heartbeat_interval_millis: u64,
+    /// A member silent this long is removed from the cluster (the failure detector).
+    pub member_timeout_millis: u64,
+    /// How long a starting member looks for a master among its seeds before it becomes one.
+    pub join_timeout_millis: u64,
+    /// How long an operation is retried (owner unreachable, wrong target) before it fails.
+    pub invocation_timeout_millis: u64,
+    /// The largest frame payload accepted or sent.
+    pub max_frame_kib: u32,
+    /// TCP send and receive buffer sizes (0 keeps the system's default).
+    pub socket_buffer_kib: u32,
 }
 
 impl Default for NetworkConfig {
@@ -137,7 +153,42 @@ impl Default for NetworkConfig {
         Self {
             bind: SocketAddr::from((Ipv4Addr::LOCALHOST, 5701)),
             seeds: Vec::new(),
+            secret: None,
+            lite: false,
+            heartbeat_interval_millis: 500,
+            member_timeout_millis: 2500,
+            join_timeout_millis: 2000,
+            invocation_timeout_millis: 10_000,
+            max_frame_kib: 16 * 1024,
+            socket_buffer_kib: 0,
         }
+    }
+}
+
+impl NetworkConfig {
+    /// The heartbeat interval.
+    pub fn heartbeat_interval(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_interval_millis)
+    }
+
+    /// The failure detector's timeout.
+    pub fn member_timeout(&self) -> Duration {
+        Duration::from_millis(self.member_timeout_millis)
+    }
+
+    /// How long to look for a master before becoming one.
+    pub fn join_timeout(&self) -> Duration {
+        Duration::from_millis(self.join_timeout_millis)
+    }
+
+    /// How long an operation is retried.
+    pub fn invocation_timeout(&self) -> Duration {
+        Duration::from_millis(self.invocation_timeout_millis)
+    }
+
+    /// The largest frame payload, in bytes.
+    pub fn max_frame_bytes(&self) -> usize {
+        self.max_frame_kib as usize * 1024
     }
 }
 
@@ -349,6 +400,49 @@ impl Config {
                 "wake-tick-micros",
                 &self.wake_tick_micros,
                 "must be 50..=100000",
+            ));
+        }
+        let n = &self.network;
+        if !(10..=60_000).contains(&n.heartbeat_interval_millis) {
+            return Err(invalid(
+                "network.heartbeat-interval-millis",
+                &n.heartbeat_interval_millis,
+                "must be 10..=60000",
+            ));
+        }
+        if n.member_timeout_millis < 2 * n.heartbeat_interval_millis {
+            return Err(invalid(
+                "network.member-timeout-millis",
+                &n.member_timeout_millis,
+                "must be at least twice network.heartbeat-interval-millis",
+            ));
+        }
+        if !(1..=600_000).contains(&n.join_timeout_millis) {
+            return Err(invalid(
+                "network.join-timeout-millis",
+                &n.join_timeout_millis,
+                "must be 1..=600000",
+            ));
+        }
+        if !(1..=3_600_000).contains(&n.invocation_timeout_millis) {
+            return Err(invalid(
+                "network.invocation-timeout-millis",
+                &n.invocation_timeout_millis,
+                "must be 1..=3600000",
+            ));
+        }
+        if !(1..=1024 * 1024).contains(&n.max_frame_kib) {
+            return Err(invalid(
+                "network.max-frame-kib",
+                &n.max_frame_kib,
+                "must be 1..=1048576",
+            ));
+        }
+        if n.bind.port() == 0 {
+            return Err(invalid(
+                "network.bind",
+                &n.bind,
+                "needs a port (shard i listens on port + i)",
             ));
         }
         if self.shard_queue_capacity == 0 {

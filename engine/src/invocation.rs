@@ -14,7 +14,7 @@ use std::sync::Arc;
 use crate::partition::{PartitionCount, PartitionId, ShardCount, ShardId};
 use crate::payload::{decode, encode, Bytes, Payload};
 use crate::reply::Reply;
-use crate::shard::{self, MemberToken, PartitionReplies, ShardMsg};
+use crate::shard::{self, MemberToken, PartitionReplies, ShardLink, ShardMsg};
 use crate::spi::{MemberInfo, OpError, OpId, Operation, Service, ServiceId};
 
 /// Why an invocation produced no response.
@@ -75,7 +75,7 @@ pub struct Invoker {
 }
 
 struct Routes {
-    inboxes: Vec<flume::Sender<ShardMsg>>,
+    links: Vec<Arc<ShardLink>>,
     shards: ShardCount,
     partitions: PartitionCount,
     member: MemberInfo,
@@ -83,14 +83,14 @@ struct Routes {
 
 impl Invoker {
     pub(crate) fn new(
-        inboxes: Vec<flume::Sender<ShardMsg>>,
+        links: Vec<Arc<ShardLink>>,
         shards: ShardCount,
         partitions: PartitionCount,
         member: MemberInfo,
     ) -> Self {
         Self {
             inner: Arc::new(Routes {
-                inboxes,
+                links,
                 shards,
                 partitions,
                 member,
@@ -172,14 +172,23 @@ impl Invoker {
             return Err(InvocationError::NoSuchPartition { partition, count });
         }
         let shard = self.inner.shards.shard_of(partition);
-        let local = shard::with_local(self.token(), shard, |core| {
-            let mut out = Bytes::new();
-            core.execute(partition, service, op, &payload, &mut out)
-                .map(|()| out)
-        });
-        let result = match local {
-            Some(result) => result,
-            None => {
+        let token = self.token();
+        let router = shard::current_router(token, shard);
+        let local = match &router {
+            Some(router) if !router.is_local(partition) => None,
+            _ => shard::with_local(token, shard, |core| {
+                let mut out = Bytes::new();
+                core.execute(partition, service, op, &payload, &mut out)
+                    .map(|()| out)
+            }),
+        };
+        let result = match (local, router) {
+            (Some(result), _) => result,
+            // On the owning shard, but another member owns the partition: forward from here.
+            (None, Some(router)) if !router.is_local(partition) => {
+                router.forward(partition, service, op, payload).await
+            }
+            (None, _) => {
                 let (reply, answer) =
                     shard::shard_reply(self.token()).unwrap_or_else(Reply::thread);
                 let msg = ShardMsg::Invoke {
@@ -208,11 +217,15 @@ impl Invoker {
             Vec::with_capacity(self.inner.partitions.get() as usize);
         for index in 0..self.inner.shards.get() {
             let shard = ShardId(index);
-            if let Some(done) =
-                shard::with_local(token, shard, |core| core.execute_all(service, op, &payload))
-            {
-                replies.extend(done);
-                continue;
+            // Inline only for a member on its own: in a cluster some partitions are elsewhere,
+            // and the shard's loop forwards those.
+            if shard::current_router(token, shard).is_none() {
+                if let Some(done) =
+                    shard::with_local(token, shard, |core| core.execute_all(service, op, &payload))
+                {
+                    replies.extend(done);
+                    continue;
+                }
             }
             let (reply, answer) = oneshot::channel();
             let msg = ShardMsg::AllPartitions {
@@ -266,26 +279,30 @@ impl Invoker {
     }
 
     pub(crate) async fn send(&self, shard: ShardId, msg: ShardMsg) -> Result<(), InvocationError> {
-        let inbox =
-            self.inner
-                .inboxes
-                .get(shard.0 as usize)
-                .ok_or(InvocationError::NoSuchShard {
-                    shard,
-                    count: self.inner.shards.get(),
-                })?;
-        inbox
-            .send_async(msg)
+        let link = self
+            .inner
+            .links
+            .get(shard.0 as usize)
+            .ok_or(InvocationError::NoSuchShard {
+                shard,
+                count: self.inner.shards.get(),
+            })?;
+        link.send(msg)
             .await
-            .map_err(|_| InvocationError::MemberStopped)
+            .map_err(|()| InvocationError::MemberStopped)
     }
 
     /// Sends without waiting; used by shutdown from `Drop`, where no executor is around.
     pub(crate) fn send_blocking(&self, shard: ShardId, msg: ShardMsg) -> bool {
         self.inner
-            .inboxes
+            .links
             .get(shard.0 as usize)
-            .is_some_and(|inbox| inbox.send(msg).is_ok())
+            .is_some_and(|link| link.send_blocking(msg))
+    }
+
+    /// Wakes every waiting shard (the member's ticker).
+    pub(crate) fn tick(&self) {
+        self.inner.links.iter().for_each(|link| link.tick());
     }
 }
 

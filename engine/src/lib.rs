@@ -14,14 +14,21 @@
 //! - [`reply`] (crate-private): answers back to callers: oneshots for threads, completion
 //!   messages for callers on shards.
 //! - [`shard`] (crate-private): one shard's state and its message loop on a glommio executor.
+//! - `doorbell` (crate-private): waking a sleeping shard from another thread, on glommio's main
+//!   ring.
+//! - [`extension`]: hooks for the network layer: per-shard routing to partition owners, running
+//!   operations that arrived by socket.
 //! - [`invocation`]: routing an operation to its partition's shard and awaiting the response.
 //! - [`object`]: distributed objects by name: handles, creation, destruction, listing.
 //! - [`member`]: the embedded API: start a member, get objects, run work on shards, shut down.
 //! - [`memlock`] (crate-private): the locked-memory check glommio needs before starting.
+//! - [`table`]: the partition table: owner per partition, versioned; balanced assignment.
 //! - [`testkit`]: run one service's operations, backups and migrations against plain
 //!   containers, without a member, for services' unit tests.
 
 pub mod config;
+mod doorbell;
+pub mod extension;
 pub mod invocation;
 pub mod member;
 mod memlock;
@@ -32,6 +39,7 @@ mod registry;
 mod reply;
 mod shard;
 pub mod spi;
+pub mod table;
 pub mod testkit;
 
 pub use config::{Config, ConfigError, Properties};
@@ -41,9 +49,9 @@ pub use object::ObjectHandle;
 pub use partition::{partition_of, PartitionCount, PartitionId, ShardCount, ShardId};
 pub use payload::Payload;
 pub use spi::{
-    Backup, DistributedObject, MemberInfo, MigrationEndpoint, MigrationEvent, OpContext, OpError,
-    OpId, Operation, Operations, ReplicaIndex, ReplicationEvent, Service, ServiceContext,
-    ServiceError, ServiceId,
+    Backup, DistributedObject, MemberInfo, MembershipEvent, MigrationEndpoint, MigrationEvent,
+    OpContext, OpError, OpId, Operation, Operations, ReplicaIndex, ReplicationEvent, Service,
+    ServiceContext, ServiceError, ServiceId,
 };
 
 /// What a service implementation needs in scope.

@@ -19,13 +19,16 @@
 //! ```
 
 use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
 
 use crate::config::{Config, ConfigError};
+use crate::extension::Extension;
 use crate::invocation::{InvocationError, Invoker};
 use crate::object::{self, ObjectHandle};
 use crate::partition::{PartitionCount, ShardCount, ShardId};
 use crate::registry::ServiceFactory;
-use crate::shard::{self, ShardMsg, ShardSpec, ShardThread};
+use crate::shard::{self, ShardLink, ShardMsg, ShardSpec, ShardThread};
 use crate::spi::{DistributedObject, MemberInfo, Service};
 
 /// Why a member did not start.
@@ -86,6 +89,17 @@ pub enum StartError {
         /// The soft RLIMIT_MEMLOCK in bytes.
         limit: u64,
     },
+    /// The operating system refused a resource the member needs (a socket pair, a thread).
+    #[error("cannot start the member: {what}: {reason}")]
+    Resource {
+        /// What could not be created.
+        what: &'static str,
+        /// The system's reason.
+        reason: String,
+    },
+    /// The network layer could not start (its reason names the address or setting).
+    #[error("cannot start the network: {0}")]
+    Network(String),
     /// glommio could not create a shard's executor.
     #[error("cannot start the executor of {shard}: {reason}")]
     Executor {
@@ -100,9 +114,21 @@ pub enum StartError {
 pub struct MemberBuilder {
     config: Config,
     factories: Vec<ServiceFactory>,
+    extension: Option<Arc<dyn Extension>>,
 }
 
 impl MemberBuilder {
+    /// Installs a layer above the engine (the network), started on every shard.
+    pub fn extension(mut self, extension: Arc<dyn Extension>) -> Self {
+        self.extension = Some(extension);
+        self
+    }
+
+    /// The config the member will start with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
     /// Compiles service `S` in. The config may disable it or give it properties by `S::NAME`.
     pub fn service<S: Service>(mut self) -> Self {
         self.factories.push(ServiceFactory::of::<S>());
@@ -115,6 +141,7 @@ impl MemberBuilder {
     /// Errors: a [`StartError`] naming the config key, service or shard at fault. Shards already
     /// started are stopped again.
     pub async fn start(self) -> Result<Member, StartError> {
+        let extension = self.extension.clone();
         let (config, factories) = self.checked()?;
         let shards = ShardCount::new(config.shard_count()).ok_or_else(|| invalid("shards", "0"))?;
         let partitions = PartitionCount::new(config.partition_count)
@@ -124,17 +151,30 @@ impl MemberBuilder {
             cluster_name: config.cluster_name.clone(),
             address: config.network.bind,
         };
-        let (inboxes, receivers): (Vec<_>, Vec<_>) = (0..shards.get())
-            .map(|_| flume::bounded(config.shard_queue_capacity as usize))
-            .unzip();
-        let invoker = Invoker::new(inboxes, shards, partitions, member.clone());
+        let mut links = Vec::new();
+        let mut receivers = Vec::new();
+        for _ in 0..shards.get() {
+            let (link, queues) =
+                ShardLink::new(config.shard_queue_capacity as usize).map_err(|e| {
+                    StartError::Resource {
+                        what: "a shard's doorbell socket pair",
+                        reason: e.to_string(),
+                    }
+                })?;
+            links.push(link);
+            receivers.push(queues);
+        }
+        let invoker = Invoker::new(links.clone(), shards, partitions, member.clone());
+        let ticker = Ticker::start(invoker.clone(), config.wake_tick())?;
         let mut started = Member {
             invoker,
             threads: Vec::new(),
             stopped: false,
+            extension: extension.clone(),
+            ticker: Some(ticker),
         };
         let mut ready = Vec::new();
-        for (index, inbox) in receivers.into_iter().enumerate() {
+        for ((index, queues), link) in receivers.into_iter().enumerate().zip(links) {
             let shard = ShardId(index as u32);
             let spec = ShardSpec {
                 token: started.invoker.token(),
@@ -144,12 +184,15 @@ impl MemberBuilder {
                 member: member.clone(),
                 factories: factories.clone(),
                 config: config.clone(),
+                link,
+                invoker: started.invoker.clone(),
+                extension: extension.clone(),
             };
             let (tx, rx) = oneshot::channel();
             let placement = shard::placement(&config, shard, shards);
             started
                 .threads
-                .push(shard::spawn(spec, inbox, tx, placement)?);
+                .push(shard::spawn(spec, queues, tx, placement)?);
             ready.push((shard, rx));
         }
         for (shard, rx) in ready {
@@ -241,6 +284,8 @@ pub struct Member {
     invoker: Invoker,
     threads: Vec<ShardThread>,
     stopped: bool,
+    extension: Option<Arc<dyn Extension>>,
+    ticker: Option<Ticker>,
 }
 
 impl Member {
@@ -249,6 +294,7 @@ impl Member {
         MemberBuilder {
             config,
             factories: Vec::new(),
+            extension: None,
         }
     }
 
@@ -278,6 +324,11 @@ impl Member {
     /// The invoker, to send operations directly (and to clone into other threads).
     pub fn invoker(&self) -> &Invoker {
         &self.invoker
+    }
+
+    /// The installed extension (the network layer), as its concrete type.
+    pub fn extension<T: Extension>(&self) -> Option<&T> {
+        self.extension.as_deref()?.as_any().downcast_ref::<T>()
     }
 
     /// Drops all state: calls every service's `reset` on every shard, clears every container and
@@ -322,6 +373,12 @@ impl Member {
             if let Err(e) = thread.join.join() {
                 tracing::warn!(error = %e, "a shard's thread ended with an error");
             }
+        }
+        if let Some(ticker) = self.ticker.take() {
+            ticker.stop();
+        }
+        if let Some(extension) = &self.extension {
+            extension.stopped();
         }
         tracing::info!(address = %self.invoker.member().address, "member stopped");
     }
@@ -371,5 +428,38 @@ impl BlockingMember {
     /// Shuts the member down and waits for its shards to stop.
     pub fn shutdown(self) {
         futures_lite::future::block_on(self.member.shutdown());
+    }
+}
+
+/// Rings every waiting shard's doorbell each `wake-tick`, so a shard asleep in io_uring runs its
+/// glommio timers and foreign task wake-ups (which this kernel may not deliver to a sleeping
+/// executor, see [`crate::doorbell`]) at most one tick late.
+struct Ticker {
+    stop: flume::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Ticker {
+    fn start(invoker: Invoker, tick: Duration) -> Result<Ticker, StartError> {
+        let (stop, stopped) = flume::bounded::<()>(1);
+        let thread = std::thread::Builder::new()
+            .name("corecast-ticker".into())
+            .spawn(move || {
+                while let Err(flume::RecvTimeoutError::Timeout) = stopped.recv_timeout(tick) {
+                    invoker.tick();
+                }
+            })
+            .map_err(|e| StartError::Resource {
+                what: "the ticker thread",
+                reason: e.to_string(),
+            })?;
+        Ok(Ticker { stop, thread })
+    }
+
+    fn stop(self) {
+        drop(self.stop);
+        if self.thread.join().is_err() {
+            tracing::warn!("the ticker thread panicked");
+        }
     }
 }

@@ -46,6 +46,7 @@ pub(crate) trait ErasedSlot {
     fn shutdown(&mut self, terminate: bool);
     /// The service's `reset`, then every container cleared.
     fn reset(&mut self);
+    fn membership_changed(&mut self, event: &crate::spi::MembershipEvent);
 }
 
 impl<S: Service> ErasedSlot for ServiceSlot<S> {
@@ -67,6 +68,10 @@ impl<S: Service> ErasedSlot for ServiceSlot<S> {
 
     fn shutdown(&mut self, terminate: bool) {
         self.service.shutdown(terminate);
+    }
+
+    fn membership_changed(&mut self, event: &crate::spi::MembershipEvent) {
+        self.service.membership_changed(event);
     }
 
     fn reset(&mut self) {

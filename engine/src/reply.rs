@@ -8,9 +8,12 @@
 //! cross-thread wakes of a busy executor on its preempt tick, which made every cross-shard call
 //! wait for one (measured: ~100 µs at 16 callers per shard).
 
+use std::sync::Arc;
+
 use ahash::AHashMap;
 
 use crate::payload::Bytes;
+use crate::shard::ShardLink;
 use crate::spi::OpError;
 
 /// An operation's answer: the archived response, or why there is none.
@@ -52,7 +55,7 @@ pub(crate) struct Completion {
 /// The route back to a caller on a shard. Always delivers exactly once: dropped unanswered (the
 /// message died in a stopped shard's queue), it tells the caller so instead of leaving it waiting.
 pub(crate) struct ShardReply {
-    to: flume::Sender<Completion>,
+    to: Arc<ShardLink>,
     correlation: u64,
     delivered: bool,
 }
@@ -63,7 +66,7 @@ impl ShardReply {
             self.delivered = true;
             // The completion queue is unbounded: it holds at most one answer per call its shard
             // has in flight. A caller shard that stopped does not read it, which is fine.
-            let _ = self.to.send(Completion {
+            self.to.complete(Completion {
                 correlation: self.correlation,
                 answer,
             });
@@ -81,16 +84,17 @@ impl Drop for ShardReply {
 pub(crate) struct Pending {
     next: u64,
     waiting: AHashMap<u64, oneshot::Sender<Answer>>,
-    completions: flume::Sender<Completion>,
+    /// This shard's own queues: answers to its callers come back through them.
+    own: Arc<ShardLink>,
 }
 
 impl Pending {
-    /// A table whose answers arrive on `completions` (the sender of the shard's completion queue).
-    pub fn new(completions: flume::Sender<Completion>) -> Self {
+    /// A table whose answers arrive through `own`, the shard's own queues.
+    pub fn new(own: Arc<ShardLink>) -> Self {
         Self {
             next: 0,
             waiting: AHashMap::new(),
-            completions,
+            own,
         }
     }
 
@@ -101,7 +105,7 @@ impl Pending {
         self.next = self.next.wrapping_add(1);
         self.waiting.insert(correlation, tx);
         let reply = ShardReply {
-            to: self.completions.clone(),
+            to: self.own.clone(),
             correlation,
             delivered: false,
         };
@@ -126,8 +130,9 @@ mod tests {
 
     #[test]
     fn an_answer_reaches_the_caller_through_its_shards_queue() {
-        let (tx, rx) = flume::unbounded();
-        let mut pending = Pending::new(tx);
+        let (link, queues) = ShardLink::new(4).unwrap();
+        let rx = queues.completions;
+        let mut pending = Pending::new(link);
         let (reply, answer) = pending.register();
         reply.send(Ok(Bytes::new()));
         pending.complete(rx.try_recv().unwrap());
@@ -136,8 +141,9 @@ mod tests {
 
     #[test]
     fn a_reply_dropped_unanswered_tells_the_caller() {
-        let (tx, rx) = flume::unbounded();
-        let mut pending = Pending::new(tx);
+        let (link, queues) = ShardLink::new(4).unwrap();
+        let rx = queues.completions;
+        let mut pending = Pending::new(link);
         let (reply, answer) = pending.register();
         drop(reply);
         pending.complete(rx.try_recv().unwrap());

@@ -7,26 +7,31 @@
 //! Invariant: a `ShardCore` is created on its executor's thread and never leaves it. Other threads
 //! reach it only through its bounded inbox; answers go back as [`Reply`]s.
 //!
-//! The loop polls the inbox and its completion queue every scheduling round while the shard has
-//! other work (so a busy shard picks up cross-shard messages within one round, not on glommio's
-//! preempt tick), and once it has been idle for [`IDLE_SPIN`] it blocks on both, with a timeout,
-//! instead of letting glommio park the executor (see `Queues::wait` for why).
+//! The loop drains the inbox and its completion queue, lets the shard's other tasks and glommio's
+//! reactor run (a zero timer, so sockets are polled between batches), and when both queues are
+//! empty awaits the shard's doorbell (see [`crate::doorbell`] for why not glommio's own wake-up).
 
 use std::cell::RefCell;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ahash::AHashSet;
 use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 
 use crate::config::Config;
+use crate::doorbell::{Bell, Doorbell};
+use crate::extension::{Extension, Router, ShardContext};
+use crate::invocation::Invoker;
 use crate::member::StartError;
 use crate::object;
 use crate::partition::{PartitionCount, PartitionId, ShardCount, ShardId};
 use crate::payload::Bytes;
 use crate::registry::{Dispatch, ErasedSlot, ServiceFactory, Target};
 use crate::reply::{Answer, Completion, Pending, Reply};
-use crate::spi::{MemberInfo, OpError, OpId, ReplicaIndex, ServiceContext, ServiceId};
+use crate::spi::{
+    MemberInfo, MembershipEvent, OpError, OpId, ReplicaIndex, ServiceContext, ServiceId,
+};
 
 /// Identifies one running member inside this process (the address of its shared invoker state),
 /// so a thread-local shard is only used by callers of its own member.
@@ -61,6 +66,67 @@ pub(crate) enum ShardMsg {
     Shutdown { terminate: bool },
 }
 
+/// The way into one shard from any thread: its inbox, its completion queue and its doorbell.
+/// Every send rings the doorbell, which costs a syscall only when the shard is waiting.
+pub(crate) struct ShardLink {
+    inbox: flume::Sender<ShardMsg>,
+    completions: flume::Sender<Completion>,
+    bell: Doorbell,
+}
+
+/// The shard's side of its [`ShardLink`]: the queues it reads and its end of the doorbell.
+pub(crate) struct ShardQueues {
+    pub inbox: flume::Receiver<ShardMsg>,
+    pub completions: flume::Receiver<Completion>,
+    pub bell: std::os::unix::net::UnixStream,
+}
+
+impl ShardLink {
+    /// A link whose inbox holds `capacity` messages, and the shard's side of it.
+    pub fn new(capacity: usize) -> std::io::Result<(Arc<ShardLink>, ShardQueues)> {
+        let (inbox, inbox_rx) = flume::bounded(capacity);
+        // Unbounded: it holds at most one answer per call its shard has in flight.
+        let (completions, completions_rx) = flume::unbounded();
+        let (bell, bell_rx) = Doorbell::pair()?;
+        let link = Arc::new(ShardLink {
+            inbox,
+            completions,
+            bell,
+        });
+        let queues = ShardQueues {
+            inbox: inbox_rx,
+            completions: completions_rx,
+            bell: bell_rx,
+        };
+        Ok((link, queues))
+    }
+
+    /// Sends `msg`, waiting while the inbox is full (backpressure). `Err` if the shard stopped.
+    pub async fn send(&self, msg: ShardMsg) -> Result<(), ()> {
+        self.inbox.send_async(msg).await.map_err(|_| ())?;
+        self.bell.ring();
+        Ok(())
+    }
+
+    /// Sends from a thread with no executor; `false` if the shard stopped.
+    pub fn send_blocking(&self, msg: ShardMsg) -> bool {
+        let sent = self.inbox.send(msg).is_ok();
+        self.bell.ring();
+        sent
+    }
+
+    /// Delivers an answer to a caller on this shard. A stopped shard does not read it: fine.
+    pub fn complete(&self, completion: Completion) {
+        let _ = self.completions.send(completion);
+        self.bell.ring();
+    }
+
+    /// Wakes the shard if it waits, so glommio runs its timers and foreign wakes (the ticker).
+    pub fn tick(&self) {
+        self.bell.ring();
+    }
+}
+
 /// Everything a shard needs to start, moved into its thread.
 pub(crate) struct ShardSpec {
     pub token: MemberToken,
@@ -70,6 +136,9 @@ pub(crate) struct ShardSpec {
     pub member: MemberInfo,
     pub factories: Vec<ServiceFactory>,
     pub config: Config,
+    pub link: Arc<ShardLink>,
+    pub invoker: Invoker,
+    pub extension: Option<Arc<dyn Extension>>,
 }
 
 /// The state of one shard. Lives on its executor's thread only.
@@ -184,6 +253,12 @@ impl ShardCore {
             .collect()
     }
 
+    pub fn membership_changed(&mut self, event: &MembershipEvent) {
+        for slot in &mut self.slots {
+            slot.membership_changed(event);
+        }
+    }
+
     fn shutdown(&mut self, terminate: bool) {
         for slot in &mut self.slots {
             slot.shutdown(terminate);
@@ -205,15 +280,8 @@ struct Current {
     shard: ShardId,
     core: Rc<RefCell<ShardCore>>,
     pending: Rc<RefCell<Pending>>,
-    /// Calls made by tasks on this shard (inline or routed); the loop reads it to tell a busy
-    /// shard from an idle one, since glommio does not say whether other tasks are runnable.
-    activity: Rc<std::cell::Cell<u64>>,
-}
-
-impl Current {
-    fn touch(&self) {
-        self.activity.set(self.activity.get().wrapping_add(1));
-    }
+    /// Where this shard's partitions are owned, when the member is part of a cluster.
+    router: Option<Rc<dyn Router>>,
 }
 
 thread_local! {
@@ -234,8 +302,29 @@ pub(crate) fn with_local<R>(
             return None;
         }
         let mut core = current.core.try_borrow_mut().ok()?;
-        current.touch();
         Some(f(&mut core))
+    })
+}
+
+/// Runs `f` on the core of the shard this thread runs, whichever member it belongs to.
+pub(crate) fn with_current_core<R>(f: impl FnOnce(&mut ShardCore) -> R) -> Option<R> {
+    CURRENT.with(|current| {
+        let current = current.try_borrow().ok()?;
+        let mut core = current.as_ref()?.core.try_borrow_mut().ok()?;
+        Some(f(&mut core))
+    })
+}
+
+/// The router of shard `shard` of member `token` when this thread is that shard and it is part
+/// of a cluster; `None` otherwise.
+pub(crate) fn current_router(token: MemberToken, shard: ShardId) -> Option<Rc<dyn Router>> {
+    CURRENT.with(|current| {
+        let current = current.try_borrow().ok()?;
+        let current = current.as_ref()?;
+        if current.token != token || current.shard != shard {
+            return None;
+        }
+        current.router.clone()
     })
 }
 
@@ -246,7 +335,6 @@ pub(crate) fn shard_reply(token: MemberToken) -> Option<(Reply, oneshot::Receive
         let current = current.try_borrow().ok()?;
         let current = current.as_ref().filter(|c| c.token == token)?;
         let mut pending = current.pending.try_borrow_mut().ok()?;
-        current.touch();
         Some(pending.register())
     })
 }
@@ -270,10 +358,10 @@ pub(crate) struct ShardThread {
 }
 
 /// Starts shard `spec.shard` on its own glommio executor. `ready` hears whether the services
-/// started; the executor then serves `inbox` until told to shut down.
+/// started; the executor then serves `queues` until told to shut down.
 pub(crate) fn spawn(
     spec: ShardSpec,
-    inbox: flume::Receiver<ShardMsg>,
+    queues: ShardQueues,
     ready: oneshot::Sender<Result<(), StartError>>,
     placement: Placement,
 ) -> Result<ShardThread, StartError> {
@@ -297,26 +385,40 @@ pub(crate) fn spawn(
                     return;
                 }
             };
-            let (completions_tx, completions) = flume::unbounded();
-            let pending = Rc::new(RefCell::new(Pending::new(completions_tx)));
-            let activity = Rc::new(std::cell::Cell::new(0));
+            let pending = Rc::new(RefCell::new(Pending::new(spec.link.clone())));
             CURRENT.with(|c| {
                 *c.borrow_mut() = Some(Current {
                     token: spec.token,
                     shard,
                     core: core.clone(),
                     pending: pending.clone(),
-                    activity: activity.clone(),
+                    router: None,
                 })
+            });
+            let router = spec.extension.clone().map(|ext| {
+                ext.start_shard(ShardContext {
+                    shard,
+                    shards: spec.shards,
+                    partitions: spec.partitions,
+                    config: spec.config.clone(),
+                    member: spec.member.clone(),
+                    invoker: spec.invoker.clone(),
+                })
+            });
+            CURRENT.with(|c| {
+                if let Some(current) = c.borrow_mut().as_mut() {
+                    current.router = router.clone();
+                }
             });
             tracing::debug!(%shard, partitions = core.borrow().objects.len(), "shard started");
             let _ = ready.send(Ok(()));
-            let queues = Queues {
-                inbox,
-                completions,
-                tick: spec.config.wake_tick(),
+            let mut queues = Served {
+                inbox: queues.inbox,
+                completions: queues.completions,
+                bell: Bell::new(queues.bell),
+                link: spec.link.clone(),
             };
-            let terminate = serve(&core, &pending, &queues, &activity).await;
+            let terminate = serve(&core, &pending, &mut queues, router.as_ref()).await;
             core.borrow_mut().shutdown(terminate);
             CURRENT.with(|c| c.borrow_mut().take());
             tracing::debug!(%shard, "shard stopped");
@@ -328,51 +430,23 @@ pub(crate) fn spawn(
     Ok(ShardThread { join, exited })
 }
 
-/// How many messages a shard handles before it lets its other tasks run.
+/// How many messages a shard handles before it lets its other tasks and the reactor run.
 const BATCH: usize = 256;
 
-/// How long an idle shard keeps polling its queues before it blocks. Blocking and waking cost a
-/// futex each; a short spin keeps a shard in a steady exchange with another shard from paying
-/// them on every message.
-pub(crate) const IDLE_SPIN: Duration = Duration::from_micros(50);
+/// How long a shard keeps polling its queues after its last message before it arms its doorbell
+/// and waits. A wake-up costs the sender a syscall and the shard a trip through io_uring; a shard
+/// in a steady exchange with others should not pay that on every message.
+const IDLE_SPIN: Duration = Duration::from_micros(50);
 
-/// What ended an idle shard's wait.
-enum Arrival {
-    Msg(ShardMsg),
-    Done(Completion),
-    /// Every sender of the inbox is gone.
-    Closed,
-    Tick,
-}
+/// Every how many busy rounds the loop lets glommio poll its rings.
+const REACTOR_EVERY: u32 = 8;
 
 /// What a shard's loop reads.
-struct Queues {
+struct Served {
     inbox: flume::Receiver<ShardMsg>,
     completions: flume::Receiver<Completion>,
-    /// The longest an idle shard waits before it runs its other tasks again.
-    tick: Duration,
-}
-
-impl Queues {
-    /// Blocks this shard's thread until a message or a completion arrives, or the tick passes.
-    ///
-    /// An idle shard waits here, on a futex, instead of letting glommio park the executor in
-    /// io_uring: glommio 0.9 parks on its main ring with a poll on the latency ring, and on this
-    /// kernel a completion on the latency ring (the cross-thread wake-up eventfd, its own timers)
-    /// sometimes never wakes it (glommio issues #326, #494, #547). Reproduced: `corecast-bench
-    /// --shards 1` beside two busy processes hung with a put sitting in the inbox; with this wait
-    /// it does not. A sender wakes this thread directly; the tick bounds how long a task woken
-    /// through glommio (a oneshot from another thread, a timer) waits for the executor to notice.
-    fn wait(&self) -> Arrival {
-        flume::Selector::new()
-            .recv(&self.inbox, |m| m.map_or(Arrival::Closed, Arrival::Msg))
-            // This shard holds a sender of its own completion queue: it cannot disconnect.
-            .recv(&self.completions, |c| {
-                c.map_or(Arrival::Tick, Arrival::Done)
-            })
-            .wait_timeout(self.tick)
-            .unwrap_or(Arrival::Tick)
-    }
+    bell: Bell,
+    link: Arc<ShardLink>,
 }
 
 /// Serves the inbox and the completion queue until a shutdown message or until every sender is
@@ -380,27 +454,22 @@ impl Queues {
 async fn serve(
     core: &Rc<RefCell<ShardCore>>,
     pending: &RefCell<Pending>,
-    queues: &Queues,
-    activity: &std::cell::Cell<u64>,
+    queues: &mut Served,
+    router: Option<&Rc<dyn Router>>,
 ) -> bool {
-    let (inbox, completions) = (&queues.inbox, &queues.completions);
-    // When the shard went idle; read the clock only on idle rounds.
+    // When the queues were last found empty after some work; read the clock only then.
     let mut idle_since: Option<Instant> = None;
-    let mut seen_activity = activity.get();
+    let mut rounds: u32 = 0;
     loop {
         let mut handled = 0;
-        if activity.get() != seen_activity {
-            seen_activity = activity.get();
-            handled += 1;
-        }
-        while let Ok(completion) = completions.try_recv() {
+        while let Ok(completion) = queues.completions.try_recv() {
             pending.borrow_mut().complete(completion);
             handled += 1;
         }
         while handled < BATCH {
-            match inbox.try_recv() {
+            match queues.inbox.try_recv() {
                 Ok(msg) => {
-                    if let Some(terminate) = handle(core, msg) {
+                    if let Some(terminate) = handle(core, msg, router) {
                         return terminate;
                     }
                     handled += 1;
@@ -411,26 +480,45 @@ async fn serve(
         }
         if handled > 0 {
             idle_since = None;
-        } else if idle_since.get_or_insert_with(Instant::now).elapsed() >= IDLE_SPIN {
-            match queues.wait() {
-                Arrival::Msg(msg) => {
-                    if let Some(terminate) = handle(core, msg) {
-                        return terminate;
-                    }
-                }
-                Arrival::Closed => return true,
-                Arrival::Done(completion) => pending.borrow_mut().complete(completion),
-                Arrival::Tick => {}
-            }
-            idle_since = None;
         }
-        // Let this shard's other tasks run, then poll again.
-        futures_lite::future::yield_now().await;
+        if handled > 0 || idle_since.get_or_insert_with(Instant::now).elapsed() < IDLE_SPIN {
+            // Mostly a plain yield (cheap: the shard's own tasks run, then this loop again);
+            // every few rounds a yield that lets glommio poll its rings, so sockets are served
+            // within a bounded number of rounds even while the queues never run dry.
+            rounds = rounds.wrapping_add(1);
+            if rounds % REACTOR_EVERY == 0 {
+                yield_to_reactor().await;
+            } else {
+                futures_lite::future::yield_now().await;
+            }
+        } else {
+            idle_since = None;
+            let (inbox, completions) = (&queues.inbox, &queues.completions);
+            queues
+                .bell
+                .wait(&queues.link.bell, || {
+                    !inbox.is_empty() || !completions.is_empty() || inbox.is_disconnected()
+                })
+                .await;
+        }
     }
 }
 
+/// Lets the shard's other tasks run and then glommio poll its rings (sockets, timers) before this
+/// task runs again. A plain yield keeps the task queue runnable, and glommio only polls its main
+/// ring (socket readiness) when no task is runnable or on the preempt tick; a zero timer is ready
+/// at once and does not yield at all. A timer one nanosecond out is parked until the reactor's
+/// next timer sweep, which comes after every runnable task had its turn.
+async fn yield_to_reactor() {
+    glommio::timer::sleep(Duration::from_nanos(1)).await;
+}
+
 /// Handles one message; `Some(terminate)` when it was the shutdown.
-fn handle(core: &Rc<RefCell<ShardCore>>, msg: ShardMsg) -> Option<bool> {
+fn handle(
+    core: &Rc<RefCell<ShardCore>>,
+    msg: ShardMsg,
+    router: Option<&Rc<dyn Router>>,
+) -> Option<bool> {
     match msg {
         ShardMsg::Invoke {
             partition,
@@ -438,21 +526,25 @@ fn handle(core: &Rc<RefCell<ShardCore>>, msg: ShardMsg) -> Option<bool> {
             op,
             payload,
             reply,
-        } => {
-            let mut out = Bytes::new();
-            let result = core
-                .borrow_mut()
-                .execute(partition, service, op, &payload, &mut out);
-            reply.send(result.map(|()| out));
-        }
+        } => match router.filter(|r| !r.is_local(partition)) {
+            Some(router) => {
+                let answer = router.forward(partition, service, op, payload);
+                glommio::spawn_local(async move { reply.send(answer.await) }).detach();
+            }
+            None => {
+                let mut out = Bytes::new();
+                let result = core
+                    .borrow_mut()
+                    .execute(partition, service, op, &payload, &mut out);
+                reply.send(result.map(|()| out));
+            }
+        },
         ShardMsg::AllPartitions {
             service,
             op,
             payload,
             reply,
-        } => {
-            let _ = reply.send(core.borrow_mut().execute_all(service, op, &payload));
-        }
+        } => all_partitions(core, service, op, payload, reply, router),
         ShardMsg::Run(f) => f(),
         ShardMsg::Reset(done) => {
             core.borrow_mut().reset();
@@ -461,6 +553,51 @@ fn handle(core: &Rc<RefCell<ShardCore>>, msg: ShardMsg) -> Option<bool> {
         ShardMsg::Shutdown { terminate } => return Some(terminate),
     }
     None
+}
+
+/// Runs an all-partitions operation on this shard's partitions: here for those this member owns,
+/// forwarded to their owners for the rest.
+fn all_partitions(
+    core: &Rc<RefCell<ShardCore>>,
+    service: ServiceId,
+    op: OpId,
+    payload: Bytes,
+    reply: oneshot::Sender<PartitionReplies>,
+    router: Option<&Rc<dyn Router>>,
+) {
+    let Some(router) = router else {
+        let _ = reply.send(core.borrow_mut().execute_all(service, op, &payload));
+        return;
+    };
+    let (shard, shards, count) = {
+        let core = core.borrow();
+        (core.shard, core.shards, core.partitions)
+    };
+    let mut replies = PartitionReplies::new();
+    let mut remote = Vec::new();
+    for p in shards.partitions_of(shard, count) {
+        if router.is_local(p) {
+            let mut out = Bytes::new();
+            let result = core
+                .borrow_mut()
+                .execute(p, service, op, &payload, &mut out);
+            replies.push((p, result.map(|()| out)));
+        } else {
+            remote.push((p, router.forward(p, service, op, payload.clone())));
+        }
+    }
+    if remote.is_empty() {
+        let _ = reply.send(replies);
+        return;
+    }
+    glommio::spawn_local(async move {
+        for (p, answer) in remote {
+            replies.push((p, answer.await));
+        }
+        replies.sort_by_key(|(p, _)| *p);
+        let _ = reply.send(replies);
+    })
+    .detach();
 }
 
 /// Where shard `shard` runs: pinned to its own CPU only when asked and when there are enough.

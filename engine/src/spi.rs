@@ -122,6 +122,15 @@ pub struct MemberInfo {
     pub address: SocketAddr,
 }
 
+/// A change in the cluster's member list, as services and listeners see it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MembershipEvent {
+    /// A member joined.
+    Added(MemberInfo),
+    /// A member left or was removed by the failure detector.
+    Removed(MemberInfo),
+}
+
 /// What a service's `init` learns about the shard it runs on.
 #[derive(Clone, Debug)]
 pub struct ServiceContext {
@@ -219,6 +228,35 @@ pub enum OpError {
     /// The service refused or failed the operation; the text is the service's.
     #[error("{0}")]
     Failed(String),
+    /// The member the operation reached does not own the partition under its partition table.
+    #[error("{partition} is not owned by this member (partition table version {version})")]
+    WrongTarget {
+        /// The partition the operation named.
+        partition: PartitionId,
+        /// The table version of the member that refused it.
+        version: u64,
+    },
+    /// The operation got no answer from the partition's owner within the invocation timeout.
+    #[error("invocation on {partition} (owner {target}) gave up after {millis} ms: {reason}")]
+    Timeout {
+        /// The partition the operation named.
+        partition: PartitionId,
+        /// The owner it was last sent to (address, or "none" if the partition had no owner).
+        target: String,
+        /// The invocation timeout.
+        millis: u64,
+        /// The last failure seen.
+        reason: String,
+    },
+    /// The operation cannot be sent: this member or client is not part of a cluster yet, or is
+    /// leaving it.
+    #[error("{partition} is unavailable: {reason}")]
+    Unavailable {
+        /// The partition the operation named.
+        partition: PartitionId,
+        /// Why.
+        reason: String,
+    },
 }
 
 impl OpError {
@@ -401,6 +439,9 @@ pub trait Service: Sized + 'static {
 
     /// Drops all state, as when a member rejoins a cluster after a split brain.
     fn reset(&mut self) {}
+
+    /// A member joined or left the cluster (membership awareness). Called on every shard.
+    fn membership_changed(&mut self, _event: &MembershipEvent) {}
 
     /// A distributed object was created by name; runs on the partition of the name.
     fn create_object(&mut self, _container: &mut Self::Container, _name: &str) {}

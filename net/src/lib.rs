@@ -1,7 +1,24 @@
 //! corecast-net: the network layer of corecast.
 //!
-//! It will own the frame codec (fixed little-endian header + aligned rkyv payload, bounded),
-//! the per-shard io_uring listeners on `port + shard`, member-to-member connections, join,
-//! membership and failure detection, and the smart client. None of that exists yet: a member
-//! runs in one process (see the cluster issue). The crate is in the workspace now so that the
-//! layout `../shared/DESIGN.md` fixes is in place and `engine` stays free of socket code.
+//! Module map:
+//! - [`frame`]: the frame codec (fixed little-endian header + aligned rkyv payload, bounded) and
+//!   the receive buffer.
+//! - [`wire`]: control messages, response statuses, errors on the wire.
+//! - [`membership`]: join, member list, master, failure detection and the partition table, as a
+//!   sans-IO state machine.
+//! - [`conn`]: handshake, batched writers, outbound request/response connections.
+//! - [`node`]: the runtime: per-shard listeners, routing to partition owners, the control plane
+//!   on shard 0, installed on a member or a smart client as the engine's extension.
+//! - [`cluster`]: starting a networked member or a smart client.
+//! - `sys` (private): duplicate descriptors and listening sockets.
+
+pub mod cluster;
+pub mod conn;
+pub mod frame;
+pub mod membership;
+pub mod node;
+mod sys;
+pub mod wire;
+
+pub use cluster::{start_client, start_member};
+pub use node::{ClusterStatus, MemberStatus, NetError, Network};

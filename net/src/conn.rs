@@ -1,0 +1,481 @@
+//! Connections on a shard: the handshake, a writer task that batches frames, and outbound
+//! request/response connections with correlation ids.
+//!
+//! Owns: [`Writer`] (frames queued by any task on the shard, written by one task: everything
+//! queued while a write is in flight goes out in the next one), [`Outbound`] (a connection to a
+//! remote shard: send a request, await its response), [`Notify`] and [`Slot`] (same-thread
+//! wake-ups), and [`handshake`] (the first frames). All of it lives on one shard's thread:
+//! `Rc`/`RefCell`, no locks.
+
+use std::cell::{Cell, RefCell};
+use std::future::poll_fn;
+use std::io;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::task::{Poll, Waker};
+use std::time::Duration;
+
+use ahash::AHashMap;
+use corecast_engine::payload::Bytes;
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+use rkyv::util::AlignedVec;
+
+use crate::frame::{self, FrameError, FrameKind, Header, ReadBuf};
+use crate::wire::{Control, Role};
+
+/// Why a connection or a call on it failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConnError {
+    /// TCP connect, read or write failed.
+    #[error("{addr}: {reason}")]
+    Io {
+        /// The peer.
+        addr: SocketAddr,
+        /// The system's reason.
+        reason: String,
+    },
+    /// The peer refused the handshake.
+    #[error("{addr} refused the connection: {reason}")]
+    Refused {
+        /// The peer.
+        addr: SocketAddr,
+        /// The peer's reason.
+        reason: String,
+    },
+    /// The peer broke the protocol.
+    #[error("{addr}: {source}")]
+    Frame {
+        /// The peer.
+        addr: SocketAddr,
+        /// What was wrong.
+        #[source]
+        source: FrameError,
+    },
+    /// The peer sent something other than what the protocol expects here.
+    #[error("{addr}: protocol error: {reason}")]
+    Protocol {
+        /// The peer.
+        addr: SocketAddr,
+        /// What was wrong.
+        reason: String,
+    },
+    /// The connection closed while the call was in flight: it may or may not have run.
+    #[error("{addr}: connection lost with the call in flight")]
+    Lost {
+        /// The peer.
+        addr: SocketAddr,
+    },
+}
+
+/// A same-thread wake-up for one waiting task; notifications before the wait are kept.
+#[derive(Default)]
+pub struct Notify {
+    set: Cell<bool>,
+    waker: RefCell<Option<Waker>>,
+}
+
+impl Notify {
+    /// Wakes the waiter (or the next one).
+    pub fn notify(&self) {
+        self.set.set(true);
+        if let Some(w) = self.waker.borrow_mut().take() {
+            w.wake();
+        }
+    }
+
+    /// Waits for a notification.
+    pub async fn wait(&self) {
+        poll_fn(|cx| {
+            if self.set.replace(false) {
+                Poll::Ready(())
+            } else {
+                *self.waker.borrow_mut() = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await;
+    }
+}
+
+/// A same-thread one-shot value.
+pub struct Slot<T> {
+    value: RefCell<Option<T>>,
+    waker: RefCell<Option<Waker>>,
+}
+
+impl<T> Slot<T> {
+    /// An empty slot.
+    pub fn new() -> Rc<Self> {
+        Rc::new(Self {
+            value: RefCell::new(None),
+            waker: RefCell::new(None),
+        })
+    }
+
+    /// Fills the slot and wakes its waiter.
+    pub fn put(&self, value: T) {
+        *self.value.borrow_mut() = Some(value);
+        if let Some(w) = self.waker.borrow_mut().take() {
+            w.wake();
+        }
+    }
+
+    /// Waits for the value.
+    pub async fn take(&self) -> T {
+        poll_fn(|cx| match self.value.borrow_mut().take() {
+            Some(v) => Poll::Ready(v),
+            None => {
+                *self.waker.borrow_mut() = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await
+    }
+}
+
+/// Frames queued by any task of the shard, written by the connection's writer task.
+pub struct Writer {
+    buf: RefCell<AlignedVec>,
+    notify: Notify,
+    closed: Cell<bool>,
+    max_payload: usize,
+}
+
+/// A writer that has fallen this far behind is a slow consumer: its connection is closed.
+const MAX_QUEUED: usize = 64 << 20;
+
+impl Writer {
+    /// A writer for frames of at most `max_payload` payload bytes.
+    pub fn new(max_payload: usize) -> Rc<Self> {
+        Rc::new(Self {
+            buf: RefCell::new(AlignedVec::new()),
+            notify: Notify::default(),
+            closed: Cell::new(false),
+            max_payload,
+        })
+    }
+
+    /// Queues one frame.
+    ///
+    /// Errors: `TooLarge` for a payload over the bound; `Lost` semantics are the caller's (a
+    /// closed writer drops frames silently: its reader fails the calls in flight).
+    pub fn push(&self, header: &Header, payload: &[u8]) -> Result<(), FrameError> {
+        if self.closed.get() {
+            return Ok(());
+        }
+        let mut buf = self.buf.borrow_mut();
+        frame::encode(&mut buf, header, payload, self.max_payload)?;
+        if buf.len() > MAX_QUEUED {
+            drop(buf);
+            tracing::warn!("peer is not reading; closing the connection");
+            self.close();
+        }
+        self.notify.notify();
+        Ok(())
+    }
+
+    /// Queues a control message.
+    pub fn push_control(&self, msg: &Control) {
+        match corecast_engine::payload::encode(msg) {
+            Ok(bytes) => {
+                if let Err(e) = self.push(&Header::new(FrameKind::Control), &bytes) {
+                    tracing::warn!(error = %e, "control message not sent");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "control message not encoded"),
+        }
+    }
+
+    /// Stops writing; the writer task ends.
+    pub fn close(&self) {
+        self.closed.set(true);
+        self.notify.notify();
+    }
+
+    /// Whether the connection closed.
+    pub fn is_closed(&self) -> bool {
+        self.closed.get()
+    }
+
+    /// Writes queued frames until closed or a write fails.
+    pub async fn run(self: Rc<Self>, mut stream: TcpStream) {
+        let mut out = AlignedVec::new();
+        loop {
+            self.notify.wait().await;
+            if self.closed.get() {
+                break;
+            }
+            std::mem::swap(&mut out, &mut *self.buf.borrow_mut());
+            if out.is_empty() {
+                continue;
+            }
+            if let Err(e) = stream.write_all(&out).await {
+                tracing::debug!(error = %e, "write failed; closing the connection");
+                self.closed.set(true);
+                break;
+            }
+            out.clear();
+        }
+        // Shut the socket down for both halves, so the reader on the other descriptor ends too.
+        let _ = socket2::SockRef::from(&stream).shutdown(std::net::Shutdown::Both);
+        let _ = stream.close().await;
+    }
+}
+
+/// Reads the next frame into `rb`, reading from `stream` as needed. `Ok(None)` at a clean end
+/// of stream. The frame's payload is copied out only by callers that keep it.
+pub async fn read_frame(
+    stream: &mut TcpStream,
+    rb: &mut ReadBuf,
+    addr: SocketAddr,
+) -> Result<Option<(Header, Bytes)>, ConnError> {
+    loop {
+        if let Some((h, p)) = rb
+            .next_frame()
+            .map_err(|source| ConnError::Frame { addr, source })?
+        {
+            let mut bytes = Bytes::with_capacity(p.len());
+            bytes.extend_from_slice(p);
+            return Ok(Some((h, bytes)));
+        }
+        if !fill(stream, rb, addr).await? {
+            rb.finish()
+                .map_err(|source| ConnError::Frame { addr, source })?;
+            return Ok(None);
+        }
+    }
+}
+
+/// Reads once into `rb`; `false` at end of stream.
+pub async fn fill(
+    stream: &mut TcpStream,
+    rb: &mut ReadBuf,
+    addr: SocketAddr,
+) -> Result<bool, ConnError> {
+    let n = stream
+        .read(rb.spare())
+        .await
+        .map_err(|e| io_error(addr, &e))?;
+    rb.filled(n);
+    Ok(n > 0)
+}
+
+/// An I/O error as a [`ConnError`].
+pub fn io_error(addr: SocketAddr, e: &io::Error) -> ConnError {
+    ConnError::Io {
+        addr,
+        reason: e.to_string(),
+    }
+}
+
+/// Decodes a control message from a payload (validated).
+pub fn decode_control(payload: &[u8], addr: SocketAddr) -> Result<Control, ConnError> {
+    corecast_engine::payload::decode::<Control>(payload).map_err(|e| ConnError::Protocol {
+        addr,
+        reason: format!("malformed control message: {e}"),
+    })
+}
+
+/// Connects to `addr`, sets the socket options and says hello; returns the stream once the
+/// peer welcomed it.
+///
+/// Errors: connect or I/O failures, a refusal (cluster name or secret), protocol errors.
+pub async fn connect(
+    addr: SocketAddr,
+    hello: &Control,
+    socket_buffer: usize,
+    max_payload: usize,
+    timeout: Duration,
+) -> Result<(TcpStream, ReadBuf), ConnError> {
+    let mut stream = TcpStream::connect_timeout(addr, timeout)
+        .await
+        .map_err(|e| ConnError::Io {
+            addr,
+            reason: e.to_string(),
+        })?;
+    configure(&stream, socket_buffer);
+    let mut out = AlignedVec::new();
+    let bytes = corecast_engine::payload::encode(hello).map_err(|e| ConnError::Protocol {
+        addr,
+        reason: e.to_string(),
+    })?;
+    frame::encode(
+        &mut out,
+        &Header::new(FrameKind::Control),
+        &bytes,
+        max_payload,
+    )
+    .map_err(|source| ConnError::Frame { addr, source })?;
+    stream
+        .write_all(&out)
+        .await
+        .map_err(|e| io_error(addr, &e))?;
+    let mut rb = ReadBuf::new(max_payload);
+    let reply = glommio::timer::timeout(timeout, async {
+        Ok(read_frame(&mut stream, &mut rb, addr).await)
+    })
+    .await
+    .map_err(|_| ConnError::Protocol {
+        addr,
+        reason: "no answer to the handshake".into(),
+    })??;
+    match reply {
+        Some((h, payload)) if h.kind == FrameKind::Control => {
+            match decode_control(&payload, addr)? {
+                Control::Welcome { .. } => Ok((stream, rb)),
+                Control::Refused { reason } => Err(ConnError::Refused { addr, reason }),
+                other => Err(ConnError::Protocol {
+                    addr,
+                    reason: format!("expected a welcome, got {other:?}"),
+                }),
+            }
+        }
+        Some(_) => Err(ConnError::Protocol {
+            addr,
+            reason: "expected a control frame".into(),
+        }),
+        None => Err(ConnError::Lost { addr }),
+    }
+}
+
+/// TCP_NODELAY and buffer sizes (0 keeps the system's).
+pub fn configure(stream: &TcpStream, socket_buffer: usize) {
+    let sock = socket2::SockRef::from(stream);
+    if let Err(e) = sock.set_nodelay(true) {
+        tracing::debug!(error = %e, "TCP_NODELAY not set");
+    }
+    if socket_buffer > 0 {
+        let _ = sock.set_send_buffer_size(socket_buffer);
+        let _ = sock.set_recv_buffer_size(socket_buffer);
+    }
+}
+
+/// The answer to a request: its header and payload.
+pub type Response = Result<(Header, Bytes), ConnError>;
+
+/// An outbound connection to one remote shard: requests out, responses matched by correlation.
+pub struct Outbound {
+    addr: SocketAddr,
+    writer: Rc<Writer>,
+    pending: RefCell<AHashMap<u64, Rc<Slot<Response>>>>,
+    next: Cell<u64>,
+}
+
+impl Outbound {
+    /// Wraps a connected, welcomed stream: spawns its writer and reader tasks on this shard.
+    /// `on_control` gets control frames the peer sends on it.
+    pub fn start(
+        stream: TcpStream,
+        rb: ReadBuf,
+        addr: SocketAddr,
+        max_payload: usize,
+        on_control: impl Fn(Control) + 'static,
+    ) -> Result<Rc<Outbound>, ConnError> {
+        let (reader, writer_stream) = crate::sys::split(stream).map_err(|e| io_error(addr, &e))?;
+        let writer = Writer::new(max_payload);
+        glommio::spawn_local(writer.clone().run(writer_stream)).detach();
+        let conn = Rc::new(Outbound {
+            addr,
+            writer,
+            pending: RefCell::new(AHashMap::new()),
+            next: Cell::new(1),
+        });
+        let this = conn.clone();
+        glommio::spawn_local(async move {
+            let end = this.read_loop(reader, rb, on_control).await;
+            if let Err(e) = &end {
+                tracing::debug!(error = %e, "connection closed");
+            }
+            this.writer.close();
+            let lost: Vec<_> = this.pending.borrow_mut().drain().collect();
+            for (_, slot) in lost {
+                slot.put(Err(ConnError::Lost { addr: this.addr }));
+            }
+        })
+        .detach();
+        Ok(conn)
+    }
+
+    async fn read_loop(
+        &self,
+        mut stream: TcpStream,
+        mut rb: ReadBuf,
+        on_control: impl Fn(Control),
+    ) -> Result<(), ConnError> {
+        let addr = self.addr;
+        while let Some((h, payload)) = read_frame(&mut stream, &mut rb, addr).await? {
+            match h.kind {
+                FrameKind::Response => {
+                    let slot = self.pending.borrow_mut().remove(&h.correlation);
+                    if let Some(slot) = slot {
+                        slot.put(Ok((h, payload)));
+                    }
+                }
+                FrameKind::Control => on_control(decode_control(&payload, addr)?),
+                FrameKind::Request => {
+                    return Err(ConnError::Protocol {
+                        addr,
+                        reason: "request on an outbound connection".into(),
+                    })
+                }
+            }
+            if self.writer.is_closed() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the connection is gone.
+    pub fn is_closed(&self) -> bool {
+        self.writer.is_closed()
+    }
+
+    /// The peer.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Queues a control message.
+    pub fn send_control(&self, msg: &Control) {
+        self.writer.push_control(msg);
+    }
+
+    /// Sends a request and waits for its response.
+    ///
+    /// Errors: `Lost` if the connection closes first, `Frame` for a payload over the bound.
+    pub async fn call(&self, mut header: Header, payload: &[u8]) -> Response {
+        if self.is_closed() {
+            return Err(ConnError::Lost { addr: self.addr });
+        }
+        let correlation = self.next.get();
+        self.next.set(correlation.wrapping_add(1));
+        header.correlation = correlation;
+        let slot = Slot::new();
+        self.pending.borrow_mut().insert(correlation, slot.clone());
+        if let Err(source) = self.writer.push(&header, payload) {
+            self.pending.borrow_mut().remove(&correlation);
+            return Err(ConnError::Frame {
+                addr: self.addr,
+                source,
+            });
+        }
+        slot.take().await
+    }
+
+    /// Closes the connection.
+    pub fn close(&self) {
+        self.writer.close();
+    }
+}
+
+/// The hello a member or client sends first.
+pub fn hello(cluster: &str, secret: &str, role: Role, id: u64) -> Control {
+    Control::Hello {
+        cluster: cluster.to_owned(),
+        secret: secret.to_owned(),
+        role,
+        id,
+    }
+}

@@ -1,0 +1,735 @@
+//! The cluster's membership and partition table logic, sans IO: a state machine fed control
+//! messages and the clock, returning what to send and what changed.
+//!
+//! Owns: [`Membership`] and [`Action`]. The oldest member (the first of the list) is the master:
+//! it admits joiners, removes members its failure detector finds silent past the timeout,
+//! versions the member list and the partition table and sends both to everyone. When the master
+//! goes silent, the oldest member still heard from takes over. The runtime (`node`) carries the
+//! actions over sockets; the tests here drive several machines against each other in process.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use corecast_engine::partition::PartitionCount;
+use corecast_engine::table::{MemberId, PartitionTable};
+
+use crate::wire::{Control, MemberEntry};
+
+/// The failure detector's and the join's timing.
+#[derive(Clone, Copy, Debug)]
+pub struct Timing {
+    /// How often heartbeats go out (and join requests are resent).
+    pub heartbeat: Duration,
+    /// Silence after which a member is removed.
+    pub member_timeout: Duration,
+    /// How long to look for a master before becoming one.
+    pub join_timeout: Duration,
+}
+
+/// What the runtime must do after feeding the machine.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    /// Send a control message to the member at this base address.
+    Send(SocketAddr, Control),
+    /// The member list changed (this member is in it).
+    ListChanged {
+        /// The members, oldest first.
+        members: Vec<MemberEntry>,
+        /// The list version.
+        version: u64,
+        /// Members that joined since the previous list.
+        added: Vec<MemberEntry>,
+        /// Members that left since the previous list.
+        removed: Vec<MemberEntry>,
+    },
+    /// A newer partition table.
+    TableChanged(PartitionTable),
+    /// This member joined a cluster (or formed one); the master is given.
+    Joined {
+        /// The master's entry.
+        master: MemberEntry,
+    },
+    /// This member became the master (at start, or taking over from a dead one).
+    BecameMaster,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum State {
+    Joining {
+        since: Instant,
+        last_sent: Option<Instant>,
+    },
+    Joined,
+}
+
+/// One member's view of the cluster and its part in keeping it.
+pub struct Membership {
+    me: MemberEntry,
+    timing: Timing,
+    state: State,
+    seeds: BTreeSet<SocketAddr>,
+    /// Seeds that answered they are joining too.
+    joining_peers: BTreeSet<SocketAddr>,
+    members: Vec<MemberEntry>,
+    version: u64,
+    table: PartitionTable,
+    last_heard: BTreeMap<MemberId, Instant>,
+    last_heartbeat: Option<Instant>,
+    out: Vec<Action>,
+}
+
+impl Membership {
+    /// A member that will join through `seeds` (its own address among them is ignored).
+    pub fn new(
+        me: MemberEntry,
+        seeds: impl IntoIterator<Item = SocketAddr>,
+        partitions: PartitionCount,
+        timing: Timing,
+        now: Instant,
+    ) -> Self {
+        let seeds = seeds.into_iter().filter(|s| *s != me.addr).collect();
+        Self {
+            me,
+            timing,
+            state: State::Joining {
+                since: now,
+                last_sent: None,
+            },
+            seeds,
+            joining_peers: BTreeSet::new(),
+            members: Vec::new(),
+            version: 0,
+            table: PartitionTable::empty(partitions),
+            last_heard: BTreeMap::new(),
+            last_heartbeat: None,
+            out: Vec::new(),
+        }
+    }
+
+    /// This member.
+    pub fn me(&self) -> &MemberEntry {
+        &self.me
+    }
+
+    /// The members, oldest first (empty while joining).
+    pub fn members(&self) -> &[MemberEntry] {
+        &self.members
+    }
+
+    /// The member list version.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// The partition table.
+    pub fn table(&self) -> &PartitionTable {
+        &self.table
+    }
+
+    /// Whether this member has joined a cluster.
+    pub fn is_joined(&self) -> bool {
+        self.state == State::Joined
+    }
+
+    /// The master, once joined.
+    pub fn master(&self) -> Option<&MemberEntry> {
+        self.members.first()
+    }
+
+    /// Whether this member is the master.
+    pub fn is_master(&self) -> bool {
+        self.is_joined() && self.master().is_some_and(|m| m.id == self.me.id)
+    }
+
+    /// Takes the actions produced so far.
+    pub fn drain(&mut self) -> Vec<Action> {
+        std::mem::take(&mut self.out)
+    }
+
+    /// The clock moved: resend join requests, send heartbeats, detect failures, take over.
+    pub fn tick(&mut self, now: Instant) {
+        match self.state {
+            State::Joining { since, last_sent } => {
+                let due = last_sent.is_none_or(|t| now.duration_since(t) >= self.timing.heartbeat);
+                if self.seeds.is_empty() {
+                    self.become_master(now);
+                } else if now.duration_since(since) >= self.timing.join_timeout
+                    && self.joining_peers.iter().all(|peer| *peer > self.me.addr)
+                {
+                    // No master answered; of the members looking for one, the lowest address
+                    // forms the cluster and the others join it.
+                    tracing::info!(seeds = ?self.seeds, "no master found among the seeds");
+                    self.become_master(now);
+                } else if due {
+                    self.state = State::Joining {
+                        since,
+                        last_sent: Some(now),
+                    };
+                    let request = Control::JoinRequest {
+                        member: self.me.to_wire(),
+                    };
+                    for seed in &self.seeds {
+                        self.out.push(Action::Send(*seed, request.clone()));
+                    }
+                }
+            }
+            State::Joined => {
+                if self
+                    .last_heartbeat
+                    .is_none_or(|t| now.duration_since(t) >= self.timing.heartbeat)
+                {
+                    self.last_heartbeat = Some(now);
+                    let beat = Control::Heartbeat {
+                        id: self.me.id.0,
+                        list_version: self.version,
+                    };
+                    self.broadcast(&beat);
+                }
+                self.detect_failures(now);
+            }
+        }
+    }
+
+    /// A control message arrived from a member.
+    pub fn receive(&mut self, msg: Control, now: Instant) {
+        match msg {
+            Control::JoinRequest { member } => {
+                if let Some(entry) = MemberEntry::from_wire(&member) {
+                    self.on_join_request(entry, now);
+                }
+            }
+            Control::NotMaster { master } => {
+                if let (State::Joining { .. }, Ok(addr)) = (&self.state, master.parse()) {
+                    if addr != self.me.addr && self.seeds.insert(addr) {
+                        let request = Control::JoinRequest {
+                            member: self.me.to_wire(),
+                        };
+                        self.out.push(Action::Send(addr, request));
+                    }
+                }
+            }
+            Control::StillJoining { addr } => {
+                if let Ok(addr) = addr.parse() {
+                    self.joining_peers.insert(addr);
+                }
+            }
+            Control::MemberList { version, members } => {
+                let members = members.iter().filter_map(MemberEntry::from_wire).collect();
+                self.on_member_list(version, members, now);
+            }
+            Control::Table { version, owners } => {
+                if version > self.table.version && owners.len() == self.table.owners.len() {
+                    self.table = PartitionTable {
+                        version,
+                        owners: owners
+                            .into_iter()
+                            .map(|id| (id != 0).then_some(MemberId(id)))
+                            .collect(),
+                    };
+                    self.out.push(Action::TableChanged(self.table.clone()));
+                }
+            }
+            Control::Heartbeat { id, list_version } => {
+                let id = MemberId(id);
+                if let Some(member) = self.members.iter().find(|m| m.id == id) {
+                    self.last_heard.insert(id, now);
+                    if self.is_master() && list_version < self.version {
+                        // It missed an update: send the current list and table again.
+                        let addr = member.addr;
+                        self.out.push(Action::Send(addr, self.list_message()));
+                        self.out.push(Action::Send(addr, self.table_message()));
+                    }
+                }
+            }
+            Control::Leave { id } => {
+                let id = MemberId(id);
+                if self.is_master() && id != self.me.id {
+                    self.remove(&[id]);
+                }
+            }
+            Control::Hello { .. }
+            | Control::Welcome { .. }
+            | Control::Refused { .. }
+            | Control::Subscribe => {}
+        }
+    }
+
+    /// This member is shutting down: tell the master (the master itself just goes; the next
+    /// oldest takes over when its heartbeats stop).
+    pub fn leave(&mut self) {
+        if let Some(master) = self.master().filter(|m| m.id != self.me.id) {
+            let addr = master.addr;
+            self.out
+                .push(Action::Send(addr, Control::Leave { id: self.me.id.0 }));
+        }
+    }
+
+    fn on_join_request(&mut self, entry: MemberEntry, now: Instant) {
+        match self.state {
+            State::Joining { .. } => self.out.push(Action::Send(
+                entry.addr,
+                Control::StillJoining {
+                    addr: self.me.addr.to_string(),
+                },
+            )),
+            State::Joined if !self.is_master() => {
+                if let Some(master) = self.master() {
+                    let reply = Control::NotMaster {
+                        master: master.addr.to_string(),
+                    };
+                    self.out.push(Action::Send(entry.addr, reply));
+                }
+            }
+            State::Joined => {
+                if self.members.iter().any(|m| m.id == entry.id) {
+                    // Already in: it missed the list.
+                    self.out.push(Action::Send(entry.addr, self.list_message()));
+                    self.out
+                        .push(Action::Send(entry.addr, self.table_message()));
+                    return;
+                }
+                // A member restarted at the same address is a new member: the old one is gone.
+                let stale: Vec<MemberId> = self
+                    .members
+                    .iter()
+                    .filter(|m| m.addr == entry.addr && m.id != self.me.id)
+                    .map(|m| m.id)
+                    .collect();
+                let order = self.members.iter().map(|m| m.order).max().unwrap_or(0) + 1;
+                let added = MemberEntry { order, ..entry };
+                self.last_heard.insert(added.id, now);
+                let mut members: Vec<MemberEntry> = self
+                    .members
+                    .iter()
+                    .filter(|m| !stale.contains(&m.id))
+                    .cloned()
+                    .collect();
+                members.push(added);
+                self.publish(members);
+            }
+        }
+    }
+
+    fn on_member_list(&mut self, version: u64, members: Vec<MemberEntry>, now: Instant) {
+        let joining = matches!(self.state, State::Joining { .. });
+        if version <= self.version && !joining {
+            return;
+        }
+        if !members.iter().any(|m| m.id == self.me.id) {
+            if !joining {
+                // The cluster removed this member (it was silent too long): join again.
+                tracing::warn!(
+                    version,
+                    "this member was removed from the cluster; rejoining"
+                );
+                self.seeds.extend(members.iter().map(|m| m.addr));
+                self.seeds.remove(&self.me.addr);
+                self.state = State::Joining {
+                    since: now,
+                    last_sent: None,
+                };
+                let removed = std::mem::take(&mut self.members);
+                self.out.push(Action::ListChanged {
+                    members: Vec::new(),
+                    version: self.version,
+                    added: Vec::new(),
+                    removed: removed.into_iter().filter(|m| m.id != self.me.id).collect(),
+                });
+            }
+            return;
+        }
+        for m in &members {
+            self.last_heard.entry(m.id).or_insert(now);
+        }
+        self.apply_list(version, members);
+        if joining {
+            self.state = State::Joined;
+            self.last_heartbeat = None;
+            if let Some(master) = self.master().cloned() {
+                self.out.push(Action::Joined { master });
+            }
+        }
+    }
+
+    fn become_master(&mut self, now: Instant) {
+        self.state = State::Joined;
+        self.last_heard.insert(self.me.id, now);
+        let me = MemberEntry {
+            order: 0,
+            ..self.me.clone()
+        };
+        self.me.order = 0;
+        self.out.push(Action::BecameMaster);
+        self.out.push(Action::Joined { master: me.clone() });
+        self.publish(vec![me]);
+    }
+
+    fn detect_failures(&mut self, now: Instant) {
+        let silent: Vec<MemberId> = self
+            .members
+            .iter()
+            .filter(|m| m.id != self.me.id)
+            .filter(|m| {
+                self.last_heard
+                    .get(&m.id)
+                    .is_none_or(|t| now.duration_since(*t) > self.timing.member_timeout)
+            })
+            .map(|m| m.id)
+            .collect();
+        if silent.is_empty() {
+            return;
+        }
+        if self.is_master() {
+            tracing::warn!(members = ?silent, "removing members silent past the timeout");
+            self.remove(&silent);
+            return;
+        }
+        let master_silent = self.master().is_some_and(|m| silent.contains(&m.id));
+        if !master_silent {
+            return;
+        }
+        // The master is gone: the oldest member still heard from takes over.
+        let successor = self.members.iter().find(|m| !silent.contains(&m.id));
+        if successor.is_some_and(|m| m.id == self.me.id) {
+            tracing::warn!(members = ?silent, "the master is silent; taking over as master");
+            self.out.push(Action::BecameMaster);
+            self.remove(&silent);
+        }
+    }
+
+    fn remove(&mut self, ids: &[MemberId]) {
+        let members: Vec<MemberEntry> = self
+            .members
+            .iter()
+            .filter(|m| !ids.contains(&m.id))
+            .cloned()
+            .collect();
+        for id in ids {
+            self.last_heard.remove(id);
+        }
+        self.publish(members);
+    }
+
+    /// As master: a new member list, a table balanced over it, both sent to every member.
+    fn publish(&mut self, members: Vec<MemberEntry>) {
+        let version = self.version + 1;
+        self.apply_list(version, members);
+        let data: Vec<MemberId> = self
+            .members
+            .iter()
+            .filter(|m| !m.lite)
+            .map(|m| m.id)
+            .collect();
+        self.table = self.table.rebalance(&data);
+        self.out.push(Action::TableChanged(self.table.clone()));
+        let (list, table) = (self.list_message(), self.table_message());
+        self.broadcast(&list);
+        self.broadcast(&table);
+    }
+
+    fn apply_list(&mut self, version: u64, members: Vec<MemberEntry>) {
+        let added: Vec<MemberEntry> = members
+            .iter()
+            .filter(|m| m.id != self.me.id && !self.members.iter().any(|o| o.id == m.id))
+            .cloned()
+            .collect();
+        let removed: Vec<MemberEntry> = self
+            .members
+            .iter()
+            .filter(|o| o.id != self.me.id && !members.iter().any(|m| m.id == o.id))
+            .cloned()
+            .collect();
+        for m in &removed {
+            self.last_heard.remove(&m.id);
+        }
+        if let Some(me) = members.iter().find(|m| m.id == self.me.id) {
+            self.me.order = me.order;
+        }
+        self.members = members;
+        self.version = version;
+        self.out.push(Action::ListChanged {
+            members: self.members.clone(),
+            version,
+            added,
+            removed,
+        });
+    }
+
+    fn broadcast(&mut self, msg: &Control) {
+        for m in &self.members {
+            if m.id != self.me.id {
+                self.out.push(Action::Send(m.addr, msg.clone()));
+            }
+        }
+    }
+
+    /// The member list as a control message.
+    pub fn list_message(&self) -> Control {
+        Control::MemberList {
+            version: self.version,
+            members: self.members.iter().map(MemberEntry::to_wire).collect(),
+        }
+    }
+
+    /// The partition table as a control message.
+    pub fn table_message(&self) -> Control {
+        Control::Table {
+            version: self.table.version,
+            owners: self
+                .table
+                .owners
+                .iter()
+                .map(|o| o.map_or(0, |m| m.0))
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    const TIMING: Timing = Timing {
+        heartbeat: Duration::from_millis(100),
+        member_timeout: Duration::from_millis(500),
+        join_timeout: Duration::from_millis(300),
+    };
+
+    fn entry(n: u16) -> MemberEntry {
+        MemberEntry {
+            id: MemberId(u64::from(n) * 1000 + 7),
+            addr: SocketAddr::from(([127, 0, 0, 1], 5700 + n * 10)),
+            shards: 2,
+            lite: false,
+            order: 0,
+        }
+    }
+
+    /// Members wired together in process: messages are delivered on each step unless the
+    /// destination is down or the link is cut.
+    struct Net {
+        nodes: Vec<(Membership, bool)>,
+        now: Instant,
+        events: Vec<(usize, Action)>,
+    }
+
+    impl Net {
+        fn new() -> Self {
+            Self {
+                nodes: Vec::new(),
+                now: Instant::now(),
+                events: Vec::new(),
+            }
+        }
+
+        fn add(&mut self, n: u16, seeds: &[u16], lite: bool) -> usize {
+            let me = MemberEntry { lite, ..entry(n) };
+            let seeds = seeds.iter().map(|s| entry(*s).addr);
+            let p = PartitionCount::new(271).unwrap();
+            self.nodes
+                .push((Membership::new(me, seeds, p, TIMING, self.now), true));
+            self.nodes.len() - 1
+        }
+
+        fn index_of(&self, addr: SocketAddr) -> Option<usize> {
+            self.nodes.iter().position(|(m, _)| m.me().addr == addr)
+        }
+
+        /// Advances the clock by `ms` in 10 ms steps, ticking and delivering.
+        fn run(&mut self, ms: u64) {
+            for _ in 0..ms / 10 {
+                self.now += Duration::from_millis(10);
+                for i in 0..self.nodes.len() {
+                    if self.nodes[i].1 {
+                        self.nodes[i].0.tick(self.now);
+                    }
+                }
+                self.deliver();
+            }
+        }
+
+        fn deliver(&mut self) {
+            loop {
+                let mut sends = Vec::new();
+                for i in 0..self.nodes.len() {
+                    for action in self.nodes[i].0.drain() {
+                        match action {
+                            Action::Send(to, msg) => sends.push((to, msg)),
+                            other => self.events.push((i, other)),
+                        }
+                    }
+                }
+                if sends.is_empty() {
+                    return;
+                }
+                for (to, msg) in sends {
+                    if let Some(j) = self.index_of(to) {
+                        if self.nodes[j].1 {
+                            self.nodes[j].0.receive(msg, self.now);
+                        }
+                    }
+                }
+            }
+        }
+
+        fn kill(&mut self, i: usize) {
+            self.nodes[i].1 = false;
+        }
+
+        fn live(&self) -> impl Iterator<Item = &Membership> {
+            self.nodes.iter().filter(|(_, up)| *up).map(|(m, _)| m)
+        }
+
+        /// Every live member agrees on the list and the table, and the table is balanced.
+        fn assert_converged(&self, expect_members: usize) {
+            let first = self.live().next().unwrap();
+            let ids: Vec<MemberId> = first.members().iter().map(|m| m.id).collect();
+            assert_eq!(ids.len(), expect_members, "members: {ids:?}");
+            for m in self.live() {
+                assert!(m.is_joined());
+                let theirs: Vec<MemberId> = m.members().iter().map(|m| m.id).collect();
+                assert_eq!(theirs, ids, "member lists differ");
+                assert_eq!(m.table(), first.table(), "tables differ");
+            }
+            let data: Vec<MemberId> = first
+                .members()
+                .iter()
+                .filter(|m| !m.lite)
+                .map(|m| m.id)
+                .collect();
+            assert!(first.table().is_balanced(&data), "{:?}", first.table());
+            let masters = self.live().filter(|m| m.is_master()).count();
+            assert_eq!(masters, 1, "exactly one master");
+        }
+    }
+
+    #[test]
+    fn three_members_form_one_cluster_with_the_first_as_master() {
+        let mut net = Net::new();
+        let a = net.add(1, &[], false);
+        net.run(50);
+        let b = net.add(2, &[1], false);
+        let c = net.add(3, &[1, 2], false);
+        net.run(500);
+        net.assert_converged(3);
+        assert!(net.nodes[a].0.is_master());
+        assert!(!net.nodes[b].0.is_master() && !net.nodes[c].0.is_master());
+        let table = net.nodes[b].0.table();
+        let mut counts: Vec<usize> = [a, b, c]
+            .iter()
+            .map(|i| table.owned_by(net.nodes[*i].0.me().id))
+            .collect();
+        counts.sort_unstable();
+        assert_eq!(counts, vec![90, 90, 91]);
+    }
+
+    #[test]
+    fn a_join_through_a_non_master_seed_is_redirected() {
+        let mut net = Net::new();
+        net.add(1, &[], false);
+        net.run(50);
+        net.add(2, &[1], false);
+        net.run(200);
+        // Member 3 only knows member 2, which is not the master.
+        net.add(3, &[2], false);
+        net.run(300);
+        net.assert_converged(3);
+    }
+
+    #[test]
+    fn a_killed_member_is_removed_within_the_timeout_and_its_partitions_reassigned() {
+        let mut net = Net::new();
+        net.add(1, &[], false);
+        net.run(50);
+        net.add(2, &[1], false);
+        let c = net.add(3, &[1], false);
+        net.run(400);
+        net.assert_converged(3);
+        let dead = net.nodes[c].0.me().id;
+        net.kill(c);
+        // Timeout 500 ms, plus one heartbeat of slack.
+        net.run(700);
+        net.assert_converged(2);
+        let table = net.live().next().unwrap().table();
+        assert_eq!(table.owned_by(dead), 0);
+        assert!(
+            table.owners.iter().all(Option::is_some),
+            "no ownerless partition"
+        );
+    }
+
+    #[test]
+    fn the_next_oldest_takes_over_when_the_master_dies() {
+        let mut net = Net::new();
+        let a = net.add(1, &[], false);
+        net.run(50);
+        let b = net.add(2, &[1], false);
+        net.run(200);
+        net.add(3, &[1], false);
+        net.run(300);
+        net.assert_converged(3);
+        net.kill(a);
+        net.run(800);
+        net.assert_converged(2);
+        assert!(net.nodes[b].0.is_master(), "the next oldest is master");
+    }
+
+    #[test]
+    fn members_started_together_agree_on_one_master() {
+        let mut net = Net::new();
+        net.add(1, &[2, 3], false);
+        net.add(2, &[1, 3], false);
+        net.add(3, &[1, 2], false);
+        net.run(1500);
+        net.assert_converged(3);
+    }
+
+    #[test]
+    fn a_lite_member_joins_but_owns_nothing() {
+        let mut net = Net::new();
+        net.add(1, &[], false);
+        net.run(50);
+        let lite = net.add(2, &[1], true);
+        net.run(300);
+        net.assert_converged(2);
+        let id = net.nodes[lite].0.me().id;
+        assert_eq!(net.nodes[lite].0.table().owned_by(id), 0);
+    }
+
+    #[test]
+    fn a_member_that_leaves_is_removed_at_once() {
+        let mut net = Net::new();
+        net.add(1, &[], false);
+        net.run(50);
+        let b = net.add(2, &[1], false);
+        net.run(300);
+        net.assert_converged(2);
+        net.nodes[b].0.leave();
+        net.deliver();
+        net.kill(b);
+        net.run(20);
+        net.assert_converged(1);
+    }
+
+    #[test]
+    fn events_say_who_joined_and_who_left() {
+        let mut net = Net::new();
+        let a = net.add(1, &[], false);
+        net.run(50);
+        let b = net.add(2, &[1], false);
+        net.run(300);
+        let b_id = net.nodes[b].0.me().id;
+        let added = net.events.iter().any(|(i, e)| {
+            *i == a && matches!(e, Action::ListChanged { added, .. } if added.iter().any(|m| m.id == b_id))
+        });
+        assert!(added, "the master saw member 2 join");
+        net.kill(b);
+        net.run(700);
+        let removed = net.events.iter().any(|(i, e)| {
+            *i == a && matches!(e, Action::ListChanged { removed, .. } if removed.iter().any(|m| m.id == b_id))
+        });
+        assert!(removed, "the master saw member 2 leave");
+    }
+}

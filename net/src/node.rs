@@ -1,0 +1,1007 @@
+//! The network runtime of a member or a smart client, installed as the engine's [`Extension`].
+//!
+//! Owns: [`Network`] (the extension: settings, and the control-plane state the embedded API
+//! reads: status, membership listeners), and per shard a `ShardNet`: its copy of the member list
+//! and partition table, its outbound connections to remote shards, its listener on
+//! `port + shard`, and the router that runs a partition's operations here or forwards them to the
+//! owner. Shard 0 also runs the control plane: the [`Membership`] machine, fed by control frames
+//! and a timer, whose changes it fans out to the other shards as messages.
+//!
+//! Invariant: everything here except [`Network`]'s `Mutex`-guarded control-plane state lives on
+//! one shard's thread; shards exchange views by message, never by sharing.
+
+use std::cell::RefCell;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ahash::AHashMap;
+use corecast_engine::extension::{self, Extension, RemoteAnswer, Router, ShardContext};
+use corecast_engine::invocation::Invoker;
+use corecast_engine::partition::{PartitionCount, PartitionId, ShardCount, ShardId};
+use corecast_engine::payload::{self, Bytes};
+use corecast_engine::spi::{MemberInfo, MembershipEvent, OpError, OpId, ServiceId};
+use corecast_engine::table::{MemberId, PartitionTable};
+use corecast_engine::Config;
+use glommio::net::TcpStream;
+
+use crate::conn::{self, ConnError, Outbound, Writer};
+use crate::frame::{FrameKind, Header, ReadBuf};
+use crate::membership::{Action, Membership, Timing};
+use crate::wire::{Control, MemberEntry, Role, Status, WireError};
+
+/// Why the network could not start.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NetError {
+    /// A seed or member address does not resolve.
+    #[error("`{key}` = `{value}`: {reason}")]
+    Address {
+        /// The config key or flag.
+        key: &'static str,
+        /// The value.
+        value: String,
+        /// Why.
+        reason: String,
+    },
+    /// A shard could not listen on its port.
+    #[error("{shard} cannot listen on {addr}: {reason}")]
+    Listen {
+        /// The shard.
+        shard: ShardId,
+        /// Its address.
+        addr: SocketAddr,
+        /// The system's reason.
+        reason: String,
+    },
+    /// No master answered and none could be formed in time.
+    #[error("not joined after {0:?}")]
+    JoinTimeout(Duration),
+}
+
+/// A member as cluster status reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberStatus {
+    /// The member.
+    pub entry: MemberEntry,
+    /// Partitions it owns.
+    pub owned: usize,
+    /// Whether it is the master.
+    pub master: bool,
+}
+
+/// A snapshot of the cluster as this member or client sees it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClusterStatus {
+    /// Members, oldest (the master) first.
+    pub members: Vec<MemberStatus>,
+    /// Member list version.
+    pub list_version: u64,
+    /// Partition table version.
+    pub table_version: u64,
+    /// Partitions without an owner.
+    pub unowned: usize,
+}
+
+#[derive(Default)]
+struct Shared {
+    status: ClusterStatus,
+    joined: bool,
+    listeners: Vec<flume::Sender<MembershipEvent>>,
+    joined_waiters: Vec<flume::Sender<()>>,
+    start_errors: Vec<NetError>,
+}
+
+/// The network layer of one member or client: an [`Extension`] for the engine.
+pub struct Network {
+    role: Role,
+    id: MemberId,
+    cluster: String,
+    secret: String,
+    bind: SocketAddr,
+    seeds: Vec<SocketAddr>,
+    lite: bool,
+    timing: Timing,
+    invocation_timeout: Duration,
+    max_payload: usize,
+    socket_buffer: usize,
+    /// Control-plane state read by the embedded API (never on the operation path).
+    shared: Mutex<Shared>,
+}
+
+fn resolve(key: &'static str, value: &str) -> Result<SocketAddr, NetError> {
+    value
+        .to_socket_addrs()
+        .map_err(|e| NetError::Address {
+            key,
+            value: value.to_owned(),
+            reason: e.to_string(),
+        })?
+        .next()
+        .ok_or_else(|| NetError::Address {
+            key,
+            value: value.to_owned(),
+            reason: "resolves to no address".into(),
+        })
+}
+
+fn random_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.write_u32(std::process::id());
+    h.finish().max(1)
+}
+
+impl Network {
+    fn new(config: &Config, role: Role, seeds: Vec<SocketAddr>) -> Arc<Network> {
+        let n = &config.network;
+        Arc::new(Network {
+            role,
+            id: MemberId(random_id()),
+            cluster: config.cluster_name.clone(),
+            secret: n.secret.clone().unwrap_or_default(),
+            bind: n.bind,
+            seeds,
+            lite: n.lite,
+            timing: Timing {
+                heartbeat: n.heartbeat_interval(),
+                member_timeout: n.member_timeout(),
+                join_timeout: n.join_timeout(),
+            },
+            invocation_timeout: n.invocation_timeout(),
+            max_payload: n.max_frame_bytes(),
+            socket_buffer: n.socket_buffer_kib as usize * 1024,
+            shared: Mutex::new(Shared::default()),
+        })
+    }
+
+    /// The network of a member configured by `config` (`[network]`: bind, seeds, secret, lite,
+    /// timing).
+    ///
+    /// Errors: a seed that does not resolve.
+    pub fn member(config: &Config) -> Result<Arc<Network>, NetError> {
+        let seeds = config
+            .network
+            .seeds
+            .iter()
+            .map(|s| resolve("network.seeds", s))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self::new(config, Role::Member, seeds))
+    }
+
+    /// The network of a smart client that connects to any of `members`.
+    ///
+    /// Errors: an address that does not resolve, or none given.
+    pub fn client(config: &Config, members: &[String]) -> Result<Arc<Network>, NetError> {
+        if members.is_empty() {
+            return Err(NetError::Address {
+                key: "--members",
+                value: String::new(),
+                reason: "give at least one member address".into(),
+            });
+        }
+        let seeds = members
+            .iter()
+            .map(|s| resolve("--members", s))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self::new(config, Role::Client, seeds))
+    }
+
+    /// This member's (or client's) id.
+    pub fn id(&self) -> MemberId {
+        self.id
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Shared> {
+        self.shared
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The cluster as last seen.
+    pub fn status(&self) -> ClusterStatus {
+        self.lock().status.clone()
+    }
+
+    /// Membership events from now on (added, removed), in order.
+    pub fn subscribe(&self) -> flume::Receiver<MembershipEvent> {
+        let (tx, rx) = flume::unbounded();
+        self.lock().listeners.push(tx);
+        rx
+    }
+
+    /// Errors the shards hit while starting (a port in use).
+    pub fn start_errors(&self) -> Vec<NetError> {
+        self.lock().start_errors.clone()
+    }
+
+    /// Waits until this member joined a cluster (or this client has the member list and a
+    /// table).
+    ///
+    /// Errors: `JoinTimeout`.
+    pub async fn wait_joined(&self, timeout: Duration) -> Result<(), NetError> {
+        let rx = {
+            let mut shared = self.lock();
+            if shared.joined {
+                return Ok(());
+            }
+            let (tx, rx) = flume::bounded(1);
+            shared.joined_waiters.push(tx);
+            rx
+        };
+        let deadline = futures_lite::future::or(
+            async {
+                let _ = rx.recv_async().await;
+                true
+            },
+            async {
+                sleep_anywhere(timeout).await;
+                false
+            },
+        );
+        if deadline.await {
+            Ok(())
+        } else {
+            Err(NetError::JoinTimeout(timeout))
+        }
+    }
+
+    fn set_joined(&self) {
+        let mut shared = self.lock();
+        shared.joined = true;
+        for w in shared.joined_waiters.drain(..) {
+            let _ = w.send(());
+        }
+    }
+
+    fn publish_status(&self, members: &[MemberEntry], list_version: u64, table: &PartitionTable) {
+        let master = members.first().map(|m| m.id);
+        let status = ClusterStatus {
+            members: members
+                .iter()
+                .map(|m| MemberStatus {
+                    entry: m.clone(),
+                    owned: table.owned_by(m.id),
+                    master: Some(m.id) == master,
+                })
+                .collect(),
+            list_version,
+            table_version: table.version,
+            unowned: table.owners.iter().filter(|o| o.is_none()).count(),
+        };
+        self.lock().status = status;
+    }
+
+    fn emit(&self, event: &MembershipEvent) {
+        self.lock()
+            .listeners
+            .retain(|tx| tx.send(event.clone()).is_ok());
+    }
+
+    fn hello(&self) -> Control {
+        conn::hello(&self.cluster, &self.secret, self.role, self.id.0)
+    }
+
+    fn me(&self, shards: u32) -> MemberEntry {
+        MemberEntry {
+            id: self.id,
+            addr: self.bind,
+            shards,
+            lite: self.lite,
+            order: 0,
+        }
+    }
+}
+
+/// Sleeps `d` without an executor's timer (for callers outside the shards): a helper thread.
+async fn sleep_anywhere(d: Duration) {
+    let (tx, rx) = flume::bounded::<()>(1);
+    let spawned = std::thread::Builder::new()
+        .name("corecast-wait".into())
+        .spawn(move || {
+            std::thread::sleep(d);
+            let _ = tx.send(());
+        });
+    if spawned.is_ok() {
+        let _ = rx.recv_async().await;
+    }
+}
+
+impl Extension for Network {
+    fn start_shard(self: Arc<Self>, ctx: ShardContext) -> Rc<dyn Router> {
+        Rc::new(ShardRouter(ShardNet::start(self, ctx)))
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+thread_local! {
+    /// This shard's network state, for the view updates other shards send as messages.
+    static SHARD: RefCell<Option<Rc<ShardNet>>> = const { RefCell::new(None) };
+}
+
+/// The member list and table one shard routes with.
+#[derive(Clone)]
+struct View {
+    members: Vec<MemberEntry>,
+    list_version: u64,
+    table: PartitionTable,
+}
+
+/// One shard's network state.
+struct ShardNet {
+    net: Arc<Network>,
+    shard: ShardId,
+    shards: ShardCount,
+    partitions: PartitionCount,
+    invoker: Invoker,
+    view: RefCell<View>,
+    conns: RefCell<AHashMap<SocketAddr, Rc<Outbound>>>,
+    connecting: RefCell<AHashMap<SocketAddr, Vec<Rc<conn::Slot<Result<Rc<Outbound>, ConnError>>>>>>,
+    /// Shard 0 only: the membership machine (members) and the clients subscribed to views.
+    control: Option<Control0>,
+}
+
+struct Control0 {
+    machine: Option<RefCell<Membership>>,
+    subscribers: RefCell<Vec<Rc<Writer>>>,
+    /// Clients: the member whose control connection is up.
+    upstream: RefCell<Option<Rc<Outbound>>>,
+}
+
+impl ShardNet {
+    fn start(net: Arc<Network>, ctx: ShardContext) -> Rc<ShardNet> {
+        let control = (ctx.shard.0 == 0).then(|| Control0 {
+            machine: (net.role == Role::Member).then(|| {
+                RefCell::new(Membership::new(
+                    net.me(ctx.shards.get()),
+                    net.seeds.iter().copied(),
+                    ctx.partitions,
+                    net.timing,
+                    Instant::now(),
+                ))
+            }),
+            subscribers: RefCell::new(Vec::new()),
+            upstream: RefCell::new(None),
+        });
+        let sn = Rc::new(ShardNet {
+            net: net.clone(),
+            shard: ctx.shard,
+            shards: ctx.shards,
+            partitions: ctx.partitions,
+            invoker: ctx.invoker,
+            view: RefCell::new(View {
+                members: Vec::new(),
+                list_version: 0,
+                table: PartitionTable::empty(ctx.partitions),
+            }),
+            conns: RefCell::new(AHashMap::new()),
+            connecting: RefCell::new(AHashMap::new()),
+            control,
+        });
+        SHARD.with(|s| *s.borrow_mut() = Some(sn.clone()));
+        if net.role == Role::Member {
+            let mut addr = net.bind;
+            addr.set_port(addr.port().wrapping_add(ctx.shard.0 as u16));
+            match crate::sys::listen(addr) {
+                Ok(listener) => {
+                    glommio::spawn_local(accept_loop(sn.clone(), listener)).detach();
+                }
+                Err(e) => net.lock().start_errors.push(NetError::Listen {
+                    shard: ctx.shard,
+                    addr,
+                    reason: e.to_string(),
+                }),
+            }
+        }
+        if sn.control.is_some() {
+            glommio::spawn_local(control_loop(sn.clone())).detach();
+        }
+        sn
+    }
+
+    fn is_local(&self, partition: PartitionId) -> bool {
+        self.net.role == Role::Member
+            && self.view.borrow().table.owner(partition) == Some(self.net.id)
+    }
+
+    /// A welcomed connection to `addr`, made once however many tasks ask at the same time.
+    async fn connection(self: &Rc<Self>, addr: SocketAddr) -> Result<Rc<Outbound>, ConnError> {
+        if let Some(c) = self.conns.borrow().get(&addr).filter(|c| !c.is_closed()) {
+            return Ok(c.clone());
+        }
+        let waiter = {
+            let mut connecting = self.connecting.borrow_mut();
+            match connecting.get_mut(&addr) {
+                Some(waiters) => {
+                    let slot = conn::Slot::new();
+                    waiters.push(slot.clone());
+                    Some(slot)
+                }
+                None => {
+                    connecting.insert(addr, Vec::new());
+                    None
+                }
+            }
+        };
+        if let Some(slot) = waiter {
+            return slot.take().await;
+        }
+        let result = self.connect(addr).await;
+        if let Ok(c) = &result {
+            self.conns.borrow_mut().insert(addr, c.clone());
+        }
+        let waiters = self
+            .connecting
+            .borrow_mut()
+            .remove(&addr)
+            .unwrap_or_default();
+        for w in waiters {
+            w.put(result.clone());
+        }
+        result
+    }
+
+    async fn connect(self: &Rc<Self>, addr: SocketAddr) -> Result<Rc<Outbound>, ConnError> {
+        let timeout = self.net.timing.member_timeout.min(Duration::from_secs(2));
+        let (stream, rb) = conn::connect(
+            addr,
+            &self.net.hello(),
+            self.net.socket_buffer,
+            self.net.max_payload,
+            timeout,
+        )
+        .await?;
+        let this = Rc::downgrade(self);
+        Outbound::start(stream, rb, addr, self.net.max_payload, move |msg| {
+            if let Some(sn) = this.upgrade() {
+                sn.on_control(msg, None);
+            }
+        })
+    }
+
+    /// Sends a control message to the member at base address `addr` (in the background).
+    fn send_control(self: &Rc<Self>, addr: SocketAddr, msg: Control) {
+        if let Some(c) = self.conns.borrow().get(&addr).filter(|c| !c.is_closed()) {
+            c.send_control(&msg);
+            return;
+        }
+        let this = self.clone();
+        glommio::spawn_local(async move {
+            match this.connection(addr).await {
+                Ok(c) => c.send_control(&msg),
+                Err(e) => tracing::debug!(%addr, error = %e, "control message not delivered"),
+            }
+        })
+        .detach();
+    }
+
+    /// A control message from a peer (on shard 0). `reply` is the connection it came on, for
+    /// clients that subscribe.
+    fn on_control(self: &Rc<Self>, msg: Control, reply: Option<&Rc<Writer>>) {
+        let Some(control) = &self.control else {
+            return;
+        };
+        match (&control.machine, msg) {
+            (Some(_), Control::Subscribe) => {
+                if let Some(w) = reply {
+                    if let Some(machine) = &control.machine {
+                        let m = machine.borrow();
+                        w.push_control(&m.list_message());
+                        w.push_control(&m.table_message());
+                    }
+                    control.subscribers.borrow_mut().push(w.clone());
+                }
+            }
+            (Some(machine), msg) => {
+                machine.borrow_mut().receive(msg, Instant::now());
+                self.process();
+            }
+            // A client: views pushed by its member.
+            (None, Control::MemberList { version, members }) => {
+                let members: Vec<MemberEntry> =
+                    members.iter().filter_map(MemberEntry::from_wire).collect();
+                let table = self.view.borrow().table.clone();
+                self.apply_everywhere(Some((members, version)), None, &table);
+            }
+            (None, Control::Table { version, owners }) => {
+                if version > self.view.borrow().table.version
+                    && owners.len() as u32 == self.partitions.get()
+                {
+                    let table = PartitionTable {
+                        version,
+                        owners: owners
+                            .into_iter()
+                            .map(|id| (id != 0).then_some(MemberId(id)))
+                            .collect(),
+                    };
+                    self.apply_everywhere(None, Some(table.clone()), &table);
+                    self.net.set_joined();
+                }
+            }
+            (None, _) => {}
+        }
+    }
+
+    /// Carries out what the membership machine decided.
+    fn process(self: &Rc<Self>) {
+        let Some(machine) = self.control.as_ref().and_then(|c| c.machine.as_ref()) else {
+            return;
+        };
+        let actions = machine.borrow_mut().drain();
+        for action in actions {
+            match action {
+                Action::Send(addr, msg) => self.send_control(addr, msg),
+                Action::ListChanged {
+                    members,
+                    version,
+                    added,
+                    removed,
+                } => {
+                    let table = machine.borrow().table().clone();
+                    self.notify_subscribers(&machine.borrow().list_message());
+                    for m in &added {
+                        tracing::info!(member = %m.addr, id = %m.id, lite = m.lite, version, "member added");
+                    }
+                    for m in &removed {
+                        tracing::warn!(member = %m.addr, id = %m.id, version, "member removed");
+                        self.conns.borrow_mut().remove(&m.addr);
+                    }
+                    self.apply_everywhere(Some((members, version)), None, &table);
+                    self.membership_events(&added, &removed);
+                }
+                Action::TableChanged(table) => {
+                    tracing::debug!(version = table.version, "partition table published");
+                    self.notify_subscribers(&machine.borrow().table_message());
+                    self.apply_everywhere(None, Some(table.clone()), &table);
+                }
+                Action::Joined { master } => {
+                    let ports: Vec<u16> = (0..self.shards.get())
+                        .map(|s| self.net.bind.port().wrapping_add(s as u16))
+                        .collect();
+                    tracing::info!(
+                        address = %self.net.bind,
+                        id = %self.net.id,
+                        shard_ports = ?ports,
+                        master = %master.addr,
+                        lite = self.net.lite,
+                        "joined the cluster"
+                    );
+                    self.net.set_joined();
+                }
+                Action::BecameMaster => {
+                    tracing::info!(address = %self.net.bind, "this member is the master");
+                }
+            }
+        }
+    }
+
+    fn notify_subscribers(&self, msg: &Control) {
+        if let Some(control) = &self.control {
+            control.subscribers.borrow_mut().retain(|w| {
+                w.push_control(msg);
+                !w.is_closed()
+            });
+        }
+    }
+
+    /// Installs a new member list and/or table on every shard of this member (by message).
+    fn apply_everywhere(
+        self: &Rc<Self>,
+        list: Option<(Vec<MemberEntry>, u64)>,
+        table: Option<PartitionTable>,
+        status_table: &PartitionTable,
+    ) {
+        {
+            let view = self.view.borrow();
+            let (members, version) = match &list {
+                Some((m, v)) => (m.as_slice(), *v),
+                None => (view.members.as_slice(), view.list_version),
+            };
+            self.net.publish_status(members, version, status_table);
+        }
+        for index in 0..self.shards.get() {
+            let (list, table) = (list.clone(), table.clone());
+            let job = self.invoker.run_on(ShardId(index), move || async move {
+                SHARD.with(|s| {
+                    if let Some(sn) = s.borrow().as_ref() {
+                        sn.apply(list, table);
+                    }
+                });
+            });
+            glommio::spawn_local(async move {
+                let _ = job.await;
+            })
+            .detach();
+        }
+    }
+
+    fn apply(&self, list: Option<(Vec<MemberEntry>, u64)>, table: Option<PartitionTable>) {
+        let mut view = self.view.borrow_mut();
+        if let Some((members, version)) = list {
+            if version >= view.list_version {
+                view.members = members;
+                view.list_version = version;
+            }
+        }
+        if let Some(table) = table {
+            if table.version >= view.table.version {
+                view.table = table;
+            }
+        }
+    }
+
+    /// Tells every shard's services and the embedded listeners who joined and who left.
+    fn membership_events(self: &Rc<Self>, added: &[MemberEntry], removed: &[MemberEntry]) {
+        let info = |m: &MemberEntry| MemberInfo {
+            cluster_name: self.net.cluster.clone(),
+            address: m.addr,
+        };
+        let events: Vec<MembershipEvent> = added
+            .iter()
+            .map(|m| MembershipEvent::Added(info(m)))
+            .chain(removed.iter().map(|m| MembershipEvent::Removed(info(m))))
+            .collect();
+        if events.is_empty() {
+            return;
+        }
+        for e in &events {
+            self.net.emit(e);
+        }
+        for index in 0..self.shards.get() {
+            let events = events.clone();
+            let job = self.invoker.run_on(ShardId(index), move || async move {
+                for e in &events {
+                    extension::membership_changed(e);
+                }
+            });
+            glommio::spawn_local(async move {
+                let _ = job.await;
+            })
+            .detach();
+        }
+    }
+
+    /// Sends an operation to `partition`'s owner and waits for the answer, retrying while the
+    /// table is stale or the owner unreachable, up to the invocation timeout.
+    async fn forward(
+        self: Rc<Self>,
+        partition: PartitionId,
+        service: ServiceId,
+        op: OpId,
+        payload: Bytes,
+    ) -> Result<Bytes, OpError> {
+        let started = Instant::now();
+        let mut backoff = Duration::from_millis(1);
+        let mut last = String::from("the partition has no owner yet");
+        let mut target = String::from("none");
+        loop {
+            let (owner, version) = {
+                let view = self.view.borrow();
+                let owner = view
+                    .table
+                    .owner(partition)
+                    .and_then(|id| view.members.iter().find(|m| m.id == id).cloned());
+                (owner, view.table.version)
+            };
+            match owner {
+                Some(m) if m.id == self.net.id && self.net.role == Role::Member => {
+                    let mut out = Bytes::new();
+                    return extension::execute_here(partition, service, op, &payload, &mut out)
+                        .map(|()| out);
+                }
+                Some(m) => {
+                    let addr = m.shard_addr(m.shard_of(partition));
+                    target = addr.to_string();
+                    let header = Header {
+                        partition: partition.0,
+                        table_version: version,
+                        service: service.0,
+                        op: op.0,
+                        caller: self.net.id.0,
+                        ..Header::new(FrameKind::Request)
+                    };
+                    match self.connection(addr).await {
+                        Ok(c) => match c.call(header, &payload).await {
+                            Ok((h, body)) if h.status == Status::Ok as u16 => return Ok(body),
+                            Ok((_, body)) => {
+                                let e = payload::decode::<WireError>(&body)
+                                    .map(|w| w.to_op_error())
+                                    .unwrap_or_else(|e| {
+                                        OpError::Failed(format!("malformed error from {addr}: {e}"))
+                                    });
+                                match e {
+                                    OpError::WrongTarget { .. } => last = e.to_string(),
+                                    other => return Err(other),
+                                }
+                            }
+                            // In flight when the connection died: it may have run; do not
+                            // run it twice.
+                            Err(e @ ConnError::Lost { .. }) => {
+                                return Err(OpError::Unavailable {
+                                    partition,
+                                    reason: e.to_string(),
+                                })
+                            }
+                            Err(e) => last = e.to_string(),
+                        },
+                        Err(e) => last = e.to_string(),
+                    }
+                }
+                None => {}
+            }
+            let elapsed = started.elapsed();
+            if elapsed + backoff > self.net.invocation_timeout {
+                return Err(OpError::Timeout {
+                    partition,
+                    target,
+                    millis: self.net.invocation_timeout.as_millis() as u64,
+                    reason: last,
+                });
+            }
+            glommio::timer::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_millis(200));
+        }
+    }
+}
+
+struct ShardRouter(Rc<ShardNet>);
+
+impl Router for ShardRouter {
+    fn is_local(&self, partition: PartitionId) -> bool {
+        self.0.is_local(partition)
+    }
+
+    fn forward(
+        &self,
+        partition: PartitionId,
+        service: ServiceId,
+        op: OpId,
+        payload: Bytes,
+    ) -> RemoteAnswer {
+        Box::pin(self.0.clone().forward(partition, service, op, payload))
+    }
+}
+
+/// Shard 0: ticks the membership machine (members) or keeps the upstream connection and
+/// subscription (clients).
+async fn control_loop(sn: Rc<ShardNet>) {
+    let step =
+        (sn.net.timing.heartbeat / 5).clamp(Duration::from_millis(5), Duration::from_millis(100));
+    let Some(control) = &sn.control else {
+        return;
+    };
+    if let Some(machine) = &control.machine {
+        loop {
+            machine.borrow_mut().tick(Instant::now());
+            sn.process();
+            glommio::timer::sleep(step).await;
+        }
+    }
+    // A client: stay connected to one of the members, subscribed.
+    let mut next = 0usize;
+    loop {
+        let up = control
+            .upstream
+            .borrow()
+            .as_ref()
+            .is_some_and(|c| !c.is_closed());
+        if !up {
+            let candidates: Vec<SocketAddr> = {
+                let view = sn.view.borrow();
+                let mut c: Vec<SocketAddr> = view.members.iter().map(|m| m.addr).collect();
+                c.extend(sn.net.seeds.iter().copied());
+                c
+            };
+            if let Some(addr) = candidates.get(next % candidates.len().max(1)).copied() {
+                next += 1;
+                match sn.connection(addr).await {
+                    Ok(c) => {
+                        c.send_control(&Control::Subscribe);
+                        *control.upstream.borrow_mut() = Some(c);
+                    }
+                    Err(e) => tracing::debug!(%addr, error = %e, "member not reachable"),
+                }
+            }
+        }
+        glommio::timer::sleep(step).await;
+    }
+}
+
+async fn accept_loop(sn: Rc<ShardNet>, listener: glommio::net::TcpListener) {
+    loop {
+        match listener.accept().await {
+            Ok(stream) => {
+                glommio::spawn_local(serve_inbound(sn.clone(), stream)).detach();
+            }
+            Err(e) => {
+                tracing::warn!(shard = %sn.shard, error = %e, "accept failed");
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+/// One inbound connection: the handshake, then requests run here with responses batched back.
+async fn serve_inbound(sn: Rc<ShardNet>, stream: TcpStream) {
+    let peer = stream
+        .peer_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+    conn::configure(&stream, sn.net.socket_buffer);
+    if let Err(e) = serve_connection(&sn, stream, peer).await {
+        tracing::warn!(%peer, shard = %sn.shard, error = %e, "closing connection");
+    }
+}
+
+async fn serve_connection(
+    sn: &Rc<ShardNet>,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+) -> Result<(), ConnError> {
+    let max = sn.net.max_payload;
+    let mut rb = ReadBuf::new(max);
+    // The handshake: the first frame must be a hello with our cluster name and secret.
+    let first = glommio::timer::timeout(Duration::from_secs(5), async {
+        Ok(conn::read_frame(&mut stream, &mut rb, peer).await)
+    })
+    .await
+    .map_err(|_| ConnError::Protocol {
+        addr: peer,
+        reason: "no hello within 5 s".into(),
+    })??;
+    let Some((h, payload)) = first else {
+        return Ok(());
+    };
+    let refusal = match (h.kind, conn::decode_control(&payload, peer)) {
+        (
+            FrameKind::Control,
+            Ok(Control::Hello {
+                cluster, secret, ..
+            }),
+        ) => {
+            if cluster != sn.net.cluster {
+                Some(format!(
+                    "cluster name mismatch: this member is in `{}`, the peer in `{cluster}`",
+                    sn.net.cluster
+                ))
+            } else if secret != sn.net.secret {
+                Some("wrong cluster secret".to_owned())
+            } else {
+                None
+            }
+        }
+        (_, Err(e)) => return Err(e),
+        _ => {
+            return Err(ConnError::Protocol {
+                addr: peer,
+                reason: "the first frame is not a hello".into(),
+            })
+        }
+    };
+    let (reader, writer_stream) =
+        crate::sys::split(stream).map_err(|e| conn::io_error(peer, &e))?;
+    let writer = Writer::new(max);
+    glommio::spawn_local(writer.clone().run(writer_stream)).detach();
+    if let Some(reason) = refusal {
+        tracing::warn!(%peer, %reason, "refused a connection");
+        writer.push_control(&Control::Refused { reason });
+        // Let the refusal go out, then close.
+        glommio::timer::sleep(Duration::from_millis(50)).await;
+        writer.close();
+        return Ok(());
+    }
+    writer.push_control(&Control::Welcome { id: sn.net.id.0 });
+    let result = serve_frames(sn, reader, rb, &writer, peer).await;
+    writer.close();
+    result
+}
+
+async fn serve_frames(
+    sn: &Rc<ShardNet>,
+    mut stream: TcpStream,
+    mut rb: ReadBuf,
+    writer: &Rc<Writer>,
+    peer: SocketAddr,
+) -> Result<(), ConnError> {
+    let mut out = Bytes::new();
+    loop {
+        // Every whole frame in the buffer, then one read: responses to a pipelined batch go out
+        // in one write.
+        loop {
+            let next = rb
+                .next_frame()
+                .map_err(|source| ConnError::Frame { addr: peer, source })?;
+            let Some((h, payload)) = next else { break };
+            match h.kind {
+                FrameKind::Request => {
+                    out.clear();
+                    let (status, close) = sn.run_request(&h, payload, &mut out);
+                    let reply = Header {
+                        status: status as u16,
+                        correlation: h.correlation,
+                        partition: h.partition,
+                        table_version: sn.view.borrow().table.version,
+                        service: h.service,
+                        op: h.op,
+                        ..Header::new(FrameKind::Response)
+                    };
+                    writer
+                        .push(&reply, &out)
+                        .map_err(|source| ConnError::Frame { addr: peer, source })?;
+                    if let Some(reason) = close {
+                        return Err(ConnError::Protocol { addr: peer, reason });
+                    }
+                }
+                FrameKind::Control => {
+                    let msg = conn::decode_control(payload, peer)?;
+                    sn.on_control(msg, Some(writer));
+                }
+                FrameKind::Response => {
+                    return Err(ConnError::Protocol {
+                        addr: peer,
+                        reason: "a response on an inbound connection".into(),
+                    })
+                }
+            }
+        }
+        if writer.is_closed() {
+            return Ok(());
+        }
+        if !conn::fill(&mut stream, &mut rb, peer).await? {
+            return rb
+                .finish()
+                .map_err(|source| ConnError::Frame { addr: peer, source });
+        }
+    }
+}
+
+impl ShardNet {
+    /// Runs a request that arrived on this shard's port; returns the response status and, for
+    /// requests that break the protocol, why the connection must close.
+    fn run_request(&self, h: &Header, payload: &[u8], out: &mut Bytes) -> (Status, Option<String>) {
+        let partition = PartitionId(h.partition);
+        let result = if h.partition >= self.partitions.get() {
+            Err(OpError::NoSuchPartition {
+                partition,
+                count: self.partitions.get(),
+            })
+        } else if self.shards.shard_of(partition) != self.shard {
+            Err(OpError::WrongShard {
+                partition,
+                shard: self.shard,
+            })
+        } else if !self.is_local(partition) {
+            Err(OpError::WrongTarget {
+                partition,
+                version: self.view.borrow().table.version,
+            })
+        } else {
+            extension::execute_here(partition, ServiceId(h.service), OpId(h.op), payload, out)
+        };
+        match result {
+            Ok(()) => (Status::Ok, None),
+            Err(e) => {
+                let close = matches!(
+                    e,
+                    OpError::UnknownOperation { .. }
+                        | OpError::MalformedPayload { .. }
+                        | OpError::NoSuchPartition { .. }
+                )
+                .then(|| e.to_string());
+                out.clear();
+                match payload::encode(&WireError::from_op_error(&e)) {
+                    Ok(bytes) => out.extend_from_slice(&bytes),
+                    Err(err) => tracing::warn!(error = %err, "error response not encoded"),
+                }
+                (Status::Error, close)
+            }
+        }
+    }
+}

@@ -1,0 +1,325 @@
+//! What members and clients say to each other, besides operations: the control messages carried
+//! in `Control` frames, the response statuses, and errors on the wire.
+//!
+//! Owns: [`Control`] (handshake, join, member list, partition table, heartbeats), [`WireMember`],
+//! [`Status`] and the [`OpError`] ⇄ wire conversion.
+
+use std::net::SocketAddr;
+
+use corecast_engine::partition::{PartitionId, ShardId};
+use corecast_engine::spi::{OpError, OpId, ServiceId};
+use corecast_engine::table::MemberId;
+use rkyv::{Archive, Deserialize, Serialize};
+
+/// Who opened a connection.
+#[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// A member (data or lite).
+    Member,
+    /// A smart client: routes operations, holds no partitions, is not in the member list.
+    Client,
+}
+
+/// One member as the member list describes it.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct WireMember {
+    /// Its id, random at start.
+    pub id: u64,
+    /// Its base address (`host:port`); shard `i` listens on `port + i`.
+    pub addr: String,
+    /// How many shards it runs.
+    pub shards: u32,
+    /// A lite member holds no partitions.
+    pub lite: bool,
+    /// Join order: the smallest is the oldest, the master.
+    pub order: u64,
+}
+
+/// A member as the cluster logic sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberEntry {
+    /// Its id.
+    pub id: MemberId,
+    /// Its base address.
+    pub addr: SocketAddr,
+    /// How many shards it runs.
+    pub shards: u32,
+    /// A lite member holds no partitions.
+    pub lite: bool,
+    /// Join order (oldest first).
+    pub order: u64,
+}
+
+impl MemberEntry {
+    /// The address of shard `shard` of this member.
+    pub fn shard_addr(&self, shard: u32) -> SocketAddr {
+        let mut addr = self.addr;
+        addr.set_port(addr.port().wrapping_add(shard as u16));
+        addr
+    }
+
+    /// The shard of this member that holds `partition`.
+    pub fn shard_of(&self, partition: PartitionId) -> u32 {
+        partition.0 % self.shards.max(1)
+    }
+
+    /// The wire form.
+    pub fn to_wire(&self) -> WireMember {
+        WireMember {
+            id: self.id.0,
+            addr: self.addr.to_string(),
+            shards: self.shards,
+            lite: self.lite,
+            order: self.order,
+        }
+    }
+
+    /// From the wire form; `None` if the address does not parse.
+    pub fn from_wire(w: &WireMember) -> Option<MemberEntry> {
+        Some(MemberEntry {
+            id: MemberId(w.id),
+            addr: w.addr.parse().ok()?,
+            shards: w.shards.max(1),
+            lite: w.lite,
+            order: w.order,
+        })
+    }
+}
+
+pub use messages::Control;
+
+// rkyv's generated archived enum has undocumented variant fields.
+#[allow(missing_docs)]
+mod messages {
+    use super::{Role, WireMember};
+    use rkyv::{Archive, Deserialize, Serialize};
+
+    /// Control messages, in `Control` frames.
+    #[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+    pub enum Control {
+        /// The first frame on every connection.
+        Hello {
+            /// The cluster the sender belongs to.
+            cluster: String,
+            /// The shared secret ("" for none).
+            secret: String,
+            /// Member or client.
+            role: Role,
+            /// The sender's id (a client's is random too).
+            id: u64,
+        },
+        /// The handshake is accepted.
+        Welcome {
+            /// The accepting member's id.
+            id: u64,
+        },
+        /// The handshake is refused; the connection closes.
+        Refused {
+            /// Why (cluster name or secret mismatch).
+            reason: String,
+        },
+        /// A member asks to join (sent to a seed, or to the master).
+        JoinRequest {
+            /// The member that wants to join.
+            member: WireMember,
+        },
+        /// The receiver is not the master; ask this address.
+        NotMaster {
+            /// The master's base address.
+            master: String,
+        },
+        /// The receiver is itself still looking for a master.
+        StillJoining {
+            /// The receiver's base address.
+            addr: String,
+        },
+        /// The member list, oldest (the master) first.
+        MemberList {
+            /// Grows with every change.
+            version: u64,
+            /// The members.
+            members: Vec<WireMember>,
+        },
+        /// The partition table: owner id per partition, 0 for none.
+        Table {
+            /// Grows with every change.
+            version: u64,
+            /// Owner member id per partition.
+            owners: Vec<u64>,
+        },
+        /// I am alive, and this is the member list version I have.
+        Heartbeat {
+            /// The sender.
+            id: u64,
+            /// The sender's member list version.
+            list_version: u64,
+        },
+        /// A client asks for the member list and table now and after every change.
+        Subscribe,
+        /// A member is shutting down and leaves the cluster.
+        Leave {
+            /// The member leaving.
+            id: u64,
+        },
+    }
+}
+
+/// The status of a response frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u16)]
+pub enum Status {
+    /// The payload is the operation's archived response.
+    Ok = 0,
+    /// The payload is an archived [`WireError`].
+    Error = 1,
+}
+
+/// An [`OpError`] on the wire.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct WireError {
+    /// Which `OpError` variant.
+    pub code: u16,
+    /// The partition (or 0).
+    pub partition: u32,
+    /// A number the variant carries (ids, version, count, millis).
+    pub a: u64,
+    /// A second number.
+    pub b: u64,
+    /// Text the variant carries.
+    pub text: String,
+    /// A second text.
+    pub text2: String,
+}
+
+impl WireError {
+    /// The wire form of `e`.
+    pub fn from_op_error(e: &OpError) -> WireError {
+        let mut w = WireError {
+            code: 0,
+            partition: 0,
+            a: 0,
+            b: 0,
+            text: String::new(),
+            text2: String::new(),
+        };
+        match e {
+            OpError::UnknownOperation { service, op } => {
+                (w.code, w.a, w.b) = (1, u64::from(service.0), u64::from(op.0));
+            }
+            OpError::UnknownService { service } => (w.code, w.a) = (2, u64::from(service.0)),
+            OpError::MalformedPayload {
+                service,
+                op,
+                reason,
+            } => {
+                (w.code, w.a, w.b) = (3, u64::from(service.0), u64::from(op.0));
+                w.text.clone_from(reason);
+            }
+            OpError::WrongShard { partition, shard } => {
+                (w.code, w.partition, w.a) = (4, partition.0, u64::from(shard.0));
+            }
+            OpError::NoSuchPartition { partition, count } => {
+                (w.code, w.partition, w.a) = (5, partition.0, u64::from(*count));
+            }
+            OpError::WrongTarget { partition, version } => {
+                (w.code, w.partition, w.a) = (6, partition.0, *version);
+            }
+            OpError::Timeout {
+                partition,
+                target,
+                millis,
+                reason,
+            } => {
+                (w.code, w.partition, w.a) = (7, partition.0, *millis);
+                w.text.clone_from(target);
+                w.text2.clone_from(reason);
+            }
+            OpError::Unavailable { partition, reason } => {
+                (w.code, w.partition) = (8, partition.0);
+                w.text.clone_from(reason);
+            }
+            other => {
+                w.code = 9;
+                w.text = other.to_string();
+            }
+        }
+        w
+    }
+
+    /// Back to an [`OpError`] (unknown codes become `Failed` with the text).
+    pub fn to_op_error(&self) -> OpError {
+        let p = PartitionId(self.partition);
+        let service = ServiceId(self.a as u16);
+        match self.code {
+            1 => OpError::UnknownOperation {
+                service,
+                op: OpId(self.b as u16),
+            },
+            2 => OpError::UnknownService { service },
+            3 => OpError::MalformedPayload {
+                service,
+                op: OpId(self.b as u16),
+                reason: self.text.clone(),
+            },
+            4 => OpError::WrongShard {
+                partition: p,
+                shard: ShardId(self.a as u32),
+            },
+            5 => OpError::NoSuchPartition {
+                partition: p,
+                count: self.a as u32,
+            },
+            6 => OpError::WrongTarget {
+                partition: p,
+                version: self.a,
+            },
+            7 => OpError::Timeout {
+                partition: p,
+                target: self.text.clone(),
+                millis: self.a,
+                reason: self.text2.clone(),
+            },
+            8 => OpError::Unavailable {
+                partition: p,
+                reason: self.text.clone(),
+            },
+            _ => OpError::Failed(self.text.clone()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn op_errors_survive_the_wire() {
+        let errors = [
+            OpError::UnknownOperation {
+                service: ServiceId(16),
+                op: OpId(3),
+            },
+            OpError::UnknownService {
+                service: ServiceId(99),
+            },
+            OpError::WrongTarget {
+                partition: PartitionId(7),
+                version: 12,
+            },
+            OpError::Timeout {
+                partition: PartitionId(1),
+                target: "127.0.0.1:5701".into(),
+                millis: 100,
+                reason: "connection refused".into(),
+            },
+            OpError::Failed("no such counter".into()),
+        ];
+        for e in errors {
+            let wire = WireError::from_op_error(&e);
+            let bytes = corecast_engine::payload::encode(&wire).unwrap();
+            let back = corecast_engine::payload::decode::<WireError>(&bytes).unwrap();
+            assert_eq!(back.to_op_error(), e);
+        }
+    }
+}
