@@ -68,7 +68,11 @@ struct Args {
 }
 
 fn main() {
-    corecast_services::logging::init("warn", std::io::stderr);
+    corecast_services::logging::init(
+        "warn",
+        std::io::stderr,
+        std::io::IsTerminal::is_terminal(&std::io::stderr()),
+    );
     if let Err(e) = run(Args::parse()) {
         eprintln!("corecast-bench: {e:#}");
         std::process::exit(1);

@@ -57,6 +57,14 @@ pub enum NetError {
     /// No master answered and none could be formed in time.
     #[error("not joined after {0:?}")]
     JoinTimeout(Duration),
+    /// A member refused this one (cluster name or secret mismatch).
+    #[error("{addr} refused to let this member in: {reason}")]
+    Refused {
+        /// The member that refused.
+        addr: SocketAddr,
+        /// Its reason.
+        reason: String,
+    },
 }
 
 /// A member as cluster status reports it.
@@ -87,6 +95,7 @@ pub struct ClusterStatus {
 struct Shared {
     status: ClusterStatus,
     joined: bool,
+    refused: Option<NetError>,
     listeners: Vec<flume::Sender<MembershipEvent>>,
     joined_waiters: Vec<flume::Sender<()>>,
     start_errors: Vec<NetError>,
@@ -230,6 +239,9 @@ impl Network {
             if shared.joined {
                 return Ok(());
             }
+            if let Some(refused) = shared.refused.clone() {
+                return Err(refused);
+            }
             let (tx, rx) = flume::bounded(1);
             shared.joined_waiters.push(tx);
             rx
@@ -244,10 +256,26 @@ impl Network {
                 false
             },
         );
-        if deadline.await {
+        let woken = deadline.await;
+        if let Some(refused) = self.lock().refused.clone() {
+            return Err(refused);
+        }
+        if woken {
             Ok(())
         } else {
             Err(NetError::JoinTimeout(timeout))
+        }
+    }
+
+    /// A peer refused this member before it joined: starting fails with `error`.
+    fn set_refused(&self, error: NetError) {
+        let mut shared = self.lock();
+        if shared.joined {
+            return;
+        }
+        shared.refused = Some(error);
+        for w in shared.joined_waiters.drain(..) {
+            let _ = w.send(());
         }
     }
 
@@ -477,6 +505,10 @@ impl ShardNet {
         glommio::spawn_local(async move {
             match this.connection(addr).await {
                 Ok(c) => c.send_control(&msg),
+                Err(ConnError::Refused { addr, reason }) => {
+                    tracing::warn!(%addr, %reason, "refused by a member");
+                    this.net.set_refused(NetError::Refused { addr, reason });
+                }
                 Err(e) => tracing::debug!(%addr, error = %e, "control message not delivered"),
             }
         })
@@ -508,8 +540,7 @@ impl ShardNet {
             (None, Control::MemberList { version, members }) => {
                 let members: Vec<MemberEntry> =
                     members.iter().filter_map(MemberEntry::from_wire).collect();
-                let table = self.view.borrow().table.clone();
-                self.apply_everywhere(Some((members, version)), None, &table);
+                self.apply_everywhere(Some((members, version)), None);
             }
             (None, Control::Table { version, owners }) => {
                 if version > self.view.borrow().table.version
@@ -522,7 +553,7 @@ impl ShardNet {
                             .map(|id| (id != 0).then_some(MemberId(id)))
                             .collect(),
                     };
-                    self.apply_everywhere(None, Some(table.clone()), &table);
+                    self.apply_everywhere(None, Some(table));
                     self.net.set_joined();
                 }
             }
@@ -545,7 +576,6 @@ impl ShardNet {
                     added,
                     removed,
                 } => {
-                    let table = machine.borrow().table().clone();
                     self.notify_subscribers(&machine.borrow().list_message());
                     for m in &added {
                         tracing::info!(member = %m.addr, id = %m.id, lite = m.lite, version, "member added");
@@ -554,13 +584,13 @@ impl ShardNet {
                         tracing::warn!(member = %m.addr, id = %m.id, version, "member removed");
                         self.conns.borrow_mut().remove(&m.addr);
                     }
-                    self.apply_everywhere(Some((members, version)), None, &table);
+                    self.apply_everywhere(Some((members, version)), None);
                     self.membership_events(&added, &removed);
                 }
                 Action::TableChanged(table) => {
                     tracing::debug!(version = table.version, "partition table published");
                     self.notify_subscribers(&machine.borrow().table_message());
-                    self.apply_everywhere(None, Some(table.clone()), &table);
+                    self.apply_everywhere(None, Some(table));
                 }
                 Action::Joined { master } => {
                     let ports: Vec<u16> = (0..self.shards.get())
@@ -592,22 +622,20 @@ impl ShardNet {
         }
     }
 
-    /// Installs a new member list and/or table on every shard of this member (by message).
+    /// Installs a new member list and/or table here, then on every other shard of this member
+    /// (by message).
     fn apply_everywhere(
         self: &Rc<Self>,
         list: Option<(Vec<MemberEntry>, u64)>,
         table: Option<PartitionTable>,
-        status_table: &PartitionTable,
     ) {
+        self.apply(list.clone(), table.clone());
         {
             let view = self.view.borrow();
-            let (members, version) = match &list {
-                Some((m, v)) => (m.as_slice(), *v),
-                None => (view.members.as_slice(), view.list_version),
-            };
-            self.net.publish_status(members, version, status_table);
+            self.net
+                .publish_status(&view.members, view.list_version, &view.table);
         }
-        for index in 0..self.shards.get() {
+        for index in (0..self.shards.get()).filter(|i| *i != self.shard.0) {
             let (list, table) = (list.clone(), table.clone());
             let job = self.invoker.run_on(ShardId(index), move || async move {
                 SHARD.with(|s| {
@@ -806,6 +834,10 @@ async fn control_loop(sn: Rc<ShardNet>) {
                     Ok(c) => {
                         c.send_control(&Control::Subscribe);
                         *control.upstream.borrow_mut() = Some(c);
+                    }
+                    Err(ConnError::Refused { addr, reason }) => {
+                        tracing::warn!(%addr, %reason, "refused by a member");
+                        sn.net.set_refused(NetError::Refused { addr, reason });
                     }
                     Err(e) => tracing::debug!(%addr, error = %e, "member not reachable"),
                 }

@@ -42,6 +42,15 @@ pub struct ConfigArgs {
     /// `network.bind`, as HOST:PORT.
     #[arg(long, value_name = "HOST:PORT")]
     pub bind: Option<String>,
+    /// `network.seeds`: members to join through, as HOST:PORT,HOST:PORT.
+    #[arg(long, value_name = "HOST:PORT,...", value_delimiter = ',')]
+    pub seeds: Vec<String>,
+    /// `network.secret`: the shared secret members must present to join.
+    #[arg(long)]
+    pub secret: Option<String>,
+    /// `network.lite`: join, but hold no partitions.
+    #[arg(long)]
+    pub lite: bool,
     /// `backups.backup-count`.
     #[arg(long)]
     pub backup_count: Option<u8>,
@@ -86,6 +95,12 @@ impl ConfigArgs {
                 self.wake_tick_micros.map(|v| v.to_string()),
             ),
             ("network.bind", self.bind.as_ref().map(quoted)),
+            (
+                "network.seeds",
+                (!self.seeds.is_empty()).then(|| format!("{:?}", self.seeds)),
+            ),
+            ("network.secret", self.secret.as_ref().map(quoted)),
+            ("network.lite", self.lite.then(|| "true".to_owned())),
             (
                 "backups.backup-count",
                 self.backup_count.map(|v| v.to_string()),
