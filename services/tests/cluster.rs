@@ -1,0 +1,298 @@
+//! A cluster of real `corecast member` processes on free loopback ports, driven through
+//! `corecast client` and `corecast cluster status`: join, balance, kill -9, master failover,
+//! refusals, garbage on the wire, and the tutorial's two-member scenario.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Output, Stdio};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_corecast");
+
+/// A base port with `n` free ports after it (shard i listens on base + i).
+fn free_ports(n: u16) -> u16 {
+    for _ in 0..200 {
+        let probe = TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = probe.local_addr().unwrap().port();
+        drop(probe);
+        if base.checked_add(n).is_none() {
+            continue;
+        }
+        let all_free = (0..n).all(|i| TcpListener::bind(("127.0.0.1", base + i)).is_ok());
+        if all_free {
+            return base;
+        }
+    }
+    panic!("no {n} consecutive free ports");
+}
+
+struct Proc {
+    child: Child,
+    addr: String,
+    log: std::path::PathBuf,
+}
+
+impl Proc {
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Starts a member process; its stdout (the log) goes to a file.
+fn member(seeds: &[&Proc], extra: &[&str]) -> Proc {
+    let base = free_ports(2);
+    let addr = format!("127.0.0.1:{base}");
+    let dir = std::env::temp_dir().join(format!("corecast-test-{}-{base}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("member.log");
+    let file = std::fs::File::create(&log).unwrap();
+    let mut cmd = Command::new(BIN);
+    cmd.args(["member", "--bind", &addr, "--shards", "2"])
+        .args([
+            "--set",
+            "network.heartbeat-interval-millis=200",
+            "--set",
+            "network.member-timeout-millis=1500",
+            "--set",
+            "network.join-timeout-millis=1000",
+            "--set",
+            "io-memory-kib=256",
+        ])
+        .args(extra)
+        .env("RUST_LOG", "info")
+        .stdout(file)
+        .stderr(Stdio::piped());
+    if !seeds.is_empty() {
+        let list: Vec<&str> = seeds.iter().map(|s| s.addr.as_str()).collect();
+        cmd.arg("--seeds").arg(list.join(","));
+    }
+    let child = cmd.spawn().unwrap();
+    Proc { child, addr, log }
+}
+
+fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if check() {
+            return;
+        }
+        sleep(Duration::from_millis(100));
+    }
+    panic!("timed out after {timeout:?} waiting for {what}");
+}
+
+fn joined(p: &Proc) -> bool {
+    p.log().contains("joined the cluster")
+}
+
+fn run(args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+    } else {
+        drop(child.stdin.take());
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// Parsed `cluster status`: (address, master, lite, owned) per member.
+fn status(via: &Proc) -> Vec<(String, bool, bool, usize)> {
+    let out = run(&["cluster", "status", "--members", &via.addr], None);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "status failed: {text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text.lines()
+        .skip(2)
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (
+                f[0].to_owned(),
+                f[4] == "yes",
+                f[5] == "yes",
+                f[6].parse().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn balanced(rows: &[(String, bool, bool, usize)]) -> bool {
+    let owned: Vec<usize> = rows.iter().filter(|r| !r.2).map(|r| r.3).collect();
+    let total: usize = owned.iter().sum();
+    let (min, max) = (owned.iter().min(), owned.iter().max());
+    total == 271 && matches!((min, max), (Some(a), Some(b)) if b - a <= 1)
+}
+
+#[test]
+fn three_members_form_one_balanced_cluster_and_survive_kills() {
+    let mut a = member(&[], &[]);
+    wait_for("the first member", Duration::from_secs(20), || joined(&a));
+    let mut b = member(&[&a], &[]);
+    wait_for("the second member", Duration::from_secs(20), || joined(&b));
+    let c = member(&[&a, &b], &[]);
+    wait_for("the third member", Duration::from_secs(20), || joined(&c));
+
+    wait_for(
+        "three members in the status",
+        Duration::from_secs(10),
+        || status(&c).len() == 3,
+    );
+    let rows = status(&c);
+    assert_eq!(
+        rows.iter().filter(|r| r.1).count(),
+        1,
+        "one master: {rows:?}"
+    );
+    assert_eq!(rows[0].0, a.addr, "the oldest member is the master");
+    assert!(balanced(&rows), "balanced table: {rows:?}");
+
+    // kill -9 a non-master: gone within the timeout (1.5 s) plus detection slack.
+    b.kill9();
+    let killed = Instant::now();
+    wait_for(
+        "the killed member's removal",
+        Duration::from_secs(5),
+        || status(&c).len() == 2,
+    );
+    let removal = killed.elapsed();
+    assert!(
+        removal < Duration::from_secs(4),
+        "removed after {removal:?}"
+    );
+    let rows = status(&c);
+    assert!(balanced(&rows), "republished, nothing ownerless: {rows:?}");
+
+    // kill -9 the master: the next oldest (c) takes over.
+    a.kill9();
+    wait_for("a new master", Duration::from_secs(6), || {
+        let rows = status(&c);
+        rows.len() == 1 && rows[0].0 == c.addr && rows[0].1
+    });
+    assert!(balanced(&status(&c)));
+    assert!(c.log().contains("taking over as master"));
+}
+
+#[test]
+fn a_member_with_the_wrong_secret_or_cluster_name_is_refused() {
+    let a = member(&[], &["--secret", "s3cret"]);
+    wait_for("the first member", Duration::from_secs(20), || joined(&a));
+
+    for extra in [
+        &["--secret", "wrong"][..],
+        &["--secret", "s3cret", "--cluster-name", "other"][..],
+    ] {
+        let mut intruder = member(&[&a], extra);
+        let status = intruder.child.wait().unwrap();
+        let mut err = String::new();
+        intruder
+            .child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        assert!(!status.success(), "a refused member exits non-zero");
+        assert!(err.contains("refused"), "says it was refused: {err}");
+    }
+    let log = a.log();
+    assert!(log.contains("wrong cluster secret"), "{log}");
+    assert!(log.contains("cluster name mismatch"), "{log}");
+
+    let out = run(
+        &["client", "--members", &a.addr, "--secret", "nope", "ping"],
+        None,
+    );
+    assert!(!out.status.success());
+    let out = run(
+        &["client", "--members", &a.addr, "--secret", "s3cret", "ping"],
+        None,
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "PONG");
+}
+
+/// The tutorial's scenario across two processes: four counters, two rounds, the operations
+/// logged on both members.
+#[test]
+fn the_tutorials_two_member_scenario_runs_across_two_processes() {
+    let a = member(&[], &[]);
+    wait_for("the first member", Duration::from_secs(20), || joined(&a));
+    let b = member(&[&a], &[]);
+    wait_for("the second member", Duration::from_secs(20), || joined(&b));
+    wait_for("both in the table", Duration::from_secs(10), || {
+        status(&a).iter().filter(|r| r.3 > 0).count() == 2
+    });
+
+    let script: String = (1..=2)
+        .flat_map(|_| (0..4).map(|i| format!("counter inc {i}counter\n")))
+        .collect();
+    let out = run(&["client", "--members", &b.addr], Some(&script));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines, ["1", "1", "1", "1", "2", "2", "2", "2"], "{stdout}");
+
+    let (la, lb) = (a.log(), b.log());
+    for i in 0..4 {
+        let line = format!("Executing {i}counter.inc() on: ");
+        assert!(la.contains(&line) || lb.contains(&line), "{line} logged");
+    }
+    assert!(
+        la.contains(&format!("on: {}", a.addr)) && lb.contains(&format!("on: {}", b.addr)),
+        "operations ran on both members"
+    );
+}
+
+#[test]
+fn garbage_on_the_wire_does_not_disturb_a_client_beside_it() {
+    let a = member(&[], &[]);
+    wait_for("the member", Duration::from_secs(20), || joined(&a));
+    let addr: SocketAddr = a.addr.parse().unwrap();
+
+    let garbage: [&[u8]; 4] = [
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+        &[0xff; 4096],
+        b"CCF1\xff\xff\xff\xff",
+        b"CCF1",
+    ];
+    let mut sockets = Vec::new();
+    for g in garbage {
+        let mut s = TcpStream::connect(addr).unwrap();
+        let _ = s.write_all(g);
+        sockets.push(s);
+    }
+    let script = "counter inc c\ncounter inc c\nping\n";
+    let out = run(&["client", "--members", &a.addr], Some(script));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "1\n2\nPONG\n");
+    // The member closed the garbage connections and logged why.
+    for mut s in sockets {
+        s.set_read_timeout(Some(Duration::from_secs(8))).unwrap();
+        let mut buf = [0u8; 64];
+        assert!(matches!(s.read(&mut buf), Ok(0) | Err(_)), "closed");
+    }
+    assert!(a.log().contains("closing connection"));
+}
