@@ -363,6 +363,9 @@ struct View {
     table: PartitionTable,
 }
 
+/// A task waiting for a connection another task is making.
+type ConnWaiter = Rc<conn::Slot<Result<Rc<Outbound>, ConnError>>>;
+
 /// One shard's network state.
 struct ShardNet {
     net: Arc<Network>,
@@ -372,7 +375,7 @@ struct ShardNet {
     invoker: Invoker,
     view: RefCell<View>,
     conns: RefCell<AHashMap<SocketAddr, Rc<Outbound>>>,
-    connecting: RefCell<AHashMap<SocketAddr, Vec<Rc<conn::Slot<Result<Rc<Outbound>, ConnError>>>>>>,
+    connecting: RefCell<AHashMap<SocketAddr, Vec<ConnWaiter>>>,
     /// Shard 0 only: the membership machine (members) and the clients subscribed to views.
     control: Option<Control0>,
 }
