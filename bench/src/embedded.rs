@@ -31,10 +31,23 @@ impl Bench {
     /// Starts the member and opens `spec.counters` counters and the `bench` store.
     ///
     /// Errors: the member's start error, or an invocation error while opening objects.
-    pub fn start(config: Config, spec: &WorkloadSpec) -> anyhow::Result<Self> {
-        let member = with_builtin_services(Member::builder(config))
-            .start_blocking()
-            .context("cannot start the embedded member")?;
+    /// With `members`, a smart client connected to that cluster instead of an embedded member:
+    /// the callers run on the client's shards and every operation crosses the network.
+    pub fn start(config: Config, spec: &WorkloadSpec, members: &[String]) -> anyhow::Result<Self> {
+        let builder = with_builtin_services(Member::builder(config));
+        let member: BlockingMember = if members.is_empty() {
+            builder
+                .start_blocking()
+                .context("cannot start the embedded member")?
+        } else {
+            let client = futures_lite::future::block_on(corecast_net::start_client(
+                builder,
+                members,
+                std::time::Duration::from_secs(10),
+            ))
+            .context("cannot connect to the cluster")?;
+            client.into()
+        };
         let counters = counter_names(spec.counters)
             .iter()
             .map(|name| member.object::<Counter>(name))

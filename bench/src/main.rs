@@ -6,11 +6,16 @@
 //! ops/s and HDR latency percentiles for both, with their ratio. Progress goes to stderr, the
 //! table to stdout.
 //!
-//! Module map: [`workload`] (what an operation is, keys), [`embedded`] (driving the member),
-//! [`baseline`] (the bare map), [`report`] (results and the table).
+//! With `--members HOST:PORT,...` it benchmarks a running cluster through a smart client instead,
+//! against a raw TCP ping-pong of the same frame size on loopback.
+//!
+//! Module map: [`workload`] (what an operation is, keys), [`embedded`] (driving the member or
+//! client), [`baseline`] (the bare map), [`pingpong`] (the raw TCP floor), [`report`] (results
+//! and the table).
 
 mod baseline;
 mod embedded;
+mod pingpong;
 mod report;
 mod workload;
 
@@ -60,9 +65,12 @@ struct Args {
     /// Value size in bytes for kv-put.
     #[arg(long, default_value_t = 100)]
     value_size: usize,
-    /// Skip the bare hash map baseline.
+    /// Skip the baseline (a bare hash map embedded; a raw TCP ping-pong networked).
     #[arg(long)]
     no_baseline: bool,
+    /// Benchmark a running cluster through the smart client instead of an embedded member.
+    #[arg(long, value_name = "HOST:PORT,...", value_delimiter = ',')]
+    members: Vec<String>,
     #[command(flatten)]
     config: ConfigArgs,
 }
@@ -104,7 +112,8 @@ fn run(args: Args) -> anyhow::Result<()> {
         warmup: Duration::from_secs_f64(args.warmup),
         duration: Duration::from_secs_f64(args.duration),
     };
-    let bench = embedded::Bench::start(config, &spec)?;
+    let networked = !args.members.is_empty();
+    let bench = embedded::Bench::start(config, &spec, &args.members)?;
     let mut rows = Vec::new();
     for workload in &args.workloads {
         eprintln!(
@@ -117,6 +126,13 @@ fn run(args: Args) -> anyhow::Result<()> {
         let corecast = bench.run(*workload, &spec)?;
         let baseline = if args.no_baseline {
             None
+        } else if networked {
+            eprintln!(
+                "{workload}: raw TCP ping-pong, {} B request / {} B response, 1 in flight …",
+                pingpong::REQUEST,
+                pingpong::RESPONSE
+            );
+            Some(pingpong::run(&spec)?)
         } else {
             eprintln!("{workload}: bare ahash map, 1 thread …");
             Some(baseline::run(*workload, &spec))
@@ -128,6 +144,15 @@ fn run(args: Args) -> anyhow::Result<()> {
         });
     }
     let setup = report::Setup {
+        target: if networked {
+            format!(
+                "cluster at {} through the smart client (client shards)",
+                args.members.join(",")
+            )
+        } else {
+            "embedded member".to_owned()
+        },
+        baseline: if networked { "tcp-pingpong" } else { "hashmap" },
         shards: bench.shards(),
         partitions: bench.partitions(),
         callers: spec.callers,

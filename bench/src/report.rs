@@ -76,7 +76,11 @@ pub struct Row {
 
 /// What the run was, for the table's heading.
 pub struct Setup {
-    /// Shards of the member.
+    /// What was measured: "embedded member" or "cluster at …, through the smart client".
+    pub target: String,
+    /// What the baseline is: "hashmap" or "tcp-pingpong".
+    pub baseline: &'static str,
+    /// Shards of the member (or of the client, networked).
     pub shards: u32,
     /// Partitions.
     pub partitions: u32,
@@ -99,7 +103,8 @@ pub fn table(setup: &Setup, rows: &[Row]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "corecast-bench: embedded member, {} shards, {} partitions, {} callers per shard, {:.1} s per workload",
+        "corecast-bench: {}, {} shards, {} partitions, {} callers per shard, {:.1} s per workload",
+        setup.target,
         setup.shards,
         setup.partitions,
         setup.callers,
@@ -129,7 +134,7 @@ pub fn table(setup: &Setup, rows: &[Row]) -> String {
             Some(setup.shards),
         );
         if let Some(base) = &row.baseline {
-            line(&mut out, row.workload, "hashmap", base, None);
+            line(&mut out, row.workload, setup.baseline, base, None);
             ratio(&mut out, &row.corecast, base, setup.shards);
         }
     }

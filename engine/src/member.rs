@@ -402,6 +402,12 @@ pub struct BlockingMember {
     member: Member,
 }
 
+impl From<Member> for BlockingMember {
+    fn from(member: Member) -> Self {
+        BlockingMember { member }
+    }
+}
+
 impl BlockingMember {
     /// A builder for a member with `config`; finish it with [`MemberBuilder::start_blocking`].
     pub fn builder(config: Config) -> MemberBuilder {
