@@ -37,6 +37,9 @@ pub trait Router {
         op: OpId,
         payload: Bytes,
     ) -> RemoteAnswer;
+
+    /// The shard is stopping: close listeners and connections (called on the shard's thread).
+    fn shutdown(&self) {}
 }
 
 /// What an extension learns about a shard it starts on.
@@ -60,6 +63,11 @@ pub struct ShardContext {
 pub trait Extension: Send + Sync + 'static {
     /// Starts the extension on one shard (spawn its tasks there) and returns the shard's router.
     fn start_shard(self: std::sync::Arc<Self>, shard: ShardContext) -> Rc<dyn Router>;
+
+    /// The member is about to stop (its shards still run): say goodbye to the cluster.
+    fn before_stop(&self, _invoker: &Invoker) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(async {})
+    }
 
     /// The member stopped (after every shard ended).
     fn stopped(&self) {}

@@ -356,6 +356,11 @@ impl Member {
     }
 
     async fn stop(&mut self, terminate: bool) {
+        if let Some(extension) = self.extension.clone() {
+            if !terminate {
+                extension.before_stop(&self.invoker).await;
+            }
+        }
         for index in 0..self.threads.len() {
             let msg = ShardMsg::Shutdown { terminate };
             // A shard that already ended (its init failed) has no one to read this.

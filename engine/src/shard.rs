@@ -419,6 +419,9 @@ pub(crate) fn spawn(
                 link: spec.link.clone(),
             };
             let terminate = serve(&core, &pending, &mut queues, router.as_ref()).await;
+            if let Some(router) = &router {
+                router.shutdown();
+            }
             core.borrow_mut().shutdown(terminate);
             CURRENT.with(|c| c.borrow_mut().take());
             tracing::debug!(%shard, "shard stopped");

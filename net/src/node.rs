@@ -345,6 +345,28 @@ impl Extension for Network {
         Rc::new(ShardRouter(ShardNet::start(self, ctx)))
     }
 
+    /// Tells the master this member leaves, so it is removed at once rather than after the
+    /// failure detector's timeout.
+    fn before_stop(
+        &self,
+        invoker: &Invoker,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
+        let leave = invoker.run_on(ShardId(0), || async {
+            let sn = SHARD.with(|s| s.borrow().clone());
+            if let Some(sn) = sn {
+                if let Some(machine) = sn.control.as_ref().and_then(|c| c.machine.as_ref()) {
+                    machine.borrow_mut().leave();
+                    sn.process();
+                    // Let the writer put the goodbye on the wire.
+                    glommio::timer::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        });
+        Box::pin(async move {
+            let _ = leave.await;
+        })
+    }
+
     fn as_any(&self) -> &dyn std::any::Any {
         self
     }
@@ -378,6 +400,10 @@ struct ShardNet {
     connecting: RefCell<AHashMap<SocketAddr, Vec<ConnWaiter>>>,
     /// Shard 0 only: the membership machine (members) and the clients subscribed to views.
     control: Option<Control0>,
+    /// This shard's listener and inbound connections, closed when the shard stops.
+    listener: RefCell<Option<socket2::Socket>>,
+    inbound: RefCell<Vec<std::rc::Weak<Writer>>>,
+    stopped: std::cell::Cell<bool>,
 }
 
 struct Control0 {
@@ -416,13 +442,17 @@ impl ShardNet {
             conns: RefCell::new(AHashMap::new()),
             connecting: RefCell::new(AHashMap::new()),
             control,
+            listener: RefCell::new(None),
+            inbound: RefCell::new(Vec::new()),
+            stopped: std::cell::Cell::new(false),
         });
         SHARD.with(|s| *s.borrow_mut() = Some(sn.clone()));
         if net.role == Role::Member {
             let mut addr = net.bind;
             addr.set_port(addr.port().wrapping_add(ctx.shard.0 as u16));
             match crate::sys::listen(addr) {
-                Ok(listener) => {
+                Ok((listener, handle)) => {
+                    *sn.listener.borrow_mut() = Some(handle);
                     glommio::spawn_local(accept_loop(sn.clone(), listener)).detach();
                 }
                 Err(e) => net.lock().start_errors.push(NetError::Listen {
@@ -436,6 +466,23 @@ impl ShardNet {
             glommio::spawn_local(control_loop(sn.clone())).detach();
         }
         sn
+    }
+
+    /// Closes the listener and every connection of this shard.
+    fn stop(&self) {
+        self.stopped.set(true);
+        if let Some(listener) = self.listener.borrow_mut().take() {
+            // Wakes the accept loop with an error; it sees `stopped` and ends.
+            let _ = listener.shutdown(std::net::Shutdown::Both);
+        }
+        for c in self.conns.borrow_mut().drain() {
+            c.1.close();
+        }
+        for w in self.inbound.borrow_mut().drain(..) {
+            if let Some(w) = w.upgrade() {
+                w.close();
+            }
+        }
     }
 
     fn is_local(&self, partition: PartitionId) -> bool {
@@ -739,10 +786,26 @@ impl ShardNet {
                         caller: self.net.id.0,
                         ..Header::new(FrameKind::Request)
                     };
+                    let remaining = self
+                        .net
+                        .invocation_timeout
+                        .saturating_sub(started.elapsed())
+                        .max(Duration::from_millis(1));
                     match self.connection(addr).await {
-                        Ok(c) => match c.call(header, &payload).await {
-                            Ok((h, body)) if h.status == Status::Ok as u16 => return Ok(body),
-                            Ok((_, body)) => {
+                        Ok(c) => match call_within(&c, header, &payload, remaining).await {
+                            // Sent, never answered: it may have run, so it is not retried.
+                            None => {
+                                return Err(OpError::Timeout {
+                                    partition,
+                                    target,
+                                    millis: self.net.invocation_timeout.as_millis() as u64,
+                                    reason: "no answer from the owner".into(),
+                                })
+                            }
+                            Some(Ok((h, body))) if h.status == Status::Ok as u16 => {
+                                return Ok(body)
+                            }
+                            Some(Ok((_, body))) => {
                                 let e = payload::decode::<WireError>(&body)
                                     .map(|w| w.to_op_error())
                                     .unwrap_or_else(|e| {
@@ -755,13 +818,13 @@ impl ShardNet {
                             }
                             // In flight when the connection died: it may have run; do not
                             // run it twice.
-                            Err(e @ ConnError::Lost { .. }) => {
+                            Some(Err(e @ ConnError::Lost { .. })) => {
                                 return Err(OpError::Unavailable {
                                     partition,
                                     reason: e.to_string(),
                                 })
                             }
-                            Err(e) => last = e.to_string(),
+                            Some(Err(e)) => last = e.to_string(),
                         },
                         Err(e) => last = e.to_string(),
                     }
@@ -783,6 +846,18 @@ impl ShardNet {
     }
 }
 
+/// A call that gives up after `limit`: a member that stopped answering (paused, or its process
+/// gone while its socket stays open) must not hold the caller forever.
+async fn call_within(
+    c: &Outbound,
+    header: Header,
+    payload: &[u8],
+    limit: Duration,
+) -> Option<conn::Response> {
+    let call = async { Ok(c.call(header, payload).await) };
+    glommio::timer::timeout(limit, call).await.ok()
+}
+
 struct ShardRouter(Rc<ShardNet>);
 
 impl Router for ShardRouter {
@@ -798,6 +873,11 @@ impl Router for ShardRouter {
         payload: Bytes,
     ) -> RemoteAnswer {
         Box::pin(self.0.clone().forward(partition, service, op, payload))
+    }
+
+    fn shutdown(&self) {
+        self.0.stop();
+        SHARD.with(|s| s.borrow_mut().take());
     }
 }
 
@@ -851,11 +931,12 @@ async fn control_loop(sn: Rc<ShardNet>) {
 }
 
 async fn accept_loop(sn: Rc<ShardNet>, listener: glommio::net::TcpListener) {
-    loop {
+    while !sn.stopped.get() {
         match listener.accept().await {
             Ok(stream) => {
                 glommio::spawn_local(serve_inbound(sn.clone(), stream)).detach();
             }
+            Err(_) if sn.stopped.get() => break,
             Err(e) => {
                 tracing::warn!(shard = %sn.shard, error = %e, "accept failed");
                 glommio::timer::sleep(Duration::from_millis(10)).await;
@@ -933,6 +1014,11 @@ async fn serve_connection(
         return Ok(());
     }
     writer.push_control(&Control::Welcome { id: sn.net.id.0 });
+    {
+        let mut inbound = sn.inbound.borrow_mut();
+        inbound.retain(|w| w.strong_count() > 0);
+        inbound.push(Rc::downgrade(&writer));
+    }
     let result = serve_frames(sn, reader, rb, &writer, peer).await;
     writer.close();
     result

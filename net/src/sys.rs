@@ -25,9 +25,13 @@ pub fn split(stream: TcpStream) -> io::Result<(TcpStream, TcpStream)> {
 /// A listening socket on `addr`, without `SO_REUSEPORT` (which glommio's own `bind` sets, and
 /// which would let two members share a port silently).
 ///
+/// Also returns a second descriptor of the socket, to shut it down from outside the accept loop.
+///
 /// Errors: the address is in use or not local.
 #[allow(unsafe_code)]
-pub fn listen(addr: std::net::SocketAddr) -> io::Result<glommio::net::TcpListener> {
+pub fn listen(
+    addr: std::net::SocketAddr,
+) -> io::Result<(glommio::net::TcpListener, socket2::Socket)> {
     use socket2::{Domain, Protocol, Socket, Type};
     use std::os::fd::IntoRawFd;
     let domain = if addr.is_ipv6() {
@@ -39,7 +43,9 @@ pub fn listen(addr: std::net::SocketAddr) -> io::Result<glommio::net::TcpListene
     socket.set_reuse_address(true)?;
     socket.bind(&addr.into())?;
     socket.listen(1024)?;
+    let handle = socket.try_clone()?;
     // SAFETY: `into_raw_fd` hands over sole ownership of a bound, listening socket, which the
     // glommio listener takes and closes on drop.
-    Ok(unsafe { glommio::net::TcpListener::from_raw_fd(socket.into_raw_fd()) })
+    let listener = unsafe { glommio::net::TcpListener::from_raw_fd(socket.into_raw_fd()) };
+    Ok((listener, handle))
 }
