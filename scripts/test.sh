@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, lints, every crate's tests (unit, integration, doc, and the
-# example the tutorial test runs), and a short smoke run of the benchmark binary.
+# example the tutorial test runs), and short smoke runs of the benchmark binary, embedded and
+# against a member process.
 # Usage: scripts/test.sh            (from anywhere; CI runs it through .ci/run)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,8 +23,32 @@ cargo clippy --workspace --all-targets -- -D warnings
 step "cargo test"
 cargo test --workspace
 
-step "corecast-bench smoke run"
+step "corecast-bench smoke run (embedded)"
 cargo run --release -q -p corecast-bench -- --duration 0.3 --warmup 0.1 --counters 16 --keys 1000
+
+step "corecast-bench smoke run (networked, against a member process)"
+cargo build --release -q -p corecast-services --bin corecast
+member_pid=""
+trap '[ -n "$member_pid" ] && kill "$member_pid" 2>/dev/null || true' EXIT
+for _ in 1 2 3 4 5; do
+    port=$((20000 + RANDOM % 10000))
+    target/release/corecast member --bind "127.0.0.1:$port" --shards 1 > target/smoke-member.log 2>&1 &
+    member_pid=$!
+    for _ in $(seq 1 50); do
+        grep -q "joined the cluster" target/smoke-member.log && break
+        kill -0 "$member_pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    grep -q "joined the cluster" target/smoke-member.log && break
+    kill "$member_pid" 2>/dev/null || true
+    member_pid=""
+done
+[ -n "$member_pid" ] || { echo "no member started for the networked smoke run" >&2; exit 1; }
+target/release/corecast-bench --members "127.0.0.1:$port" --shards 1 --callers 8 \
+    --duration 0.3 --warmup 0.1 --counters 16 --keys 1000
+kill "$member_pid"
+wait "$member_pid" || true
+member_pid=""
 
 echo
 echo "all checks passed"
