@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use corecast_engine::prelude::*;
@@ -52,30 +52,10 @@ impl Operation for Ask {
     }
 }
 
-fn free_base() -> u16 {
-    loop {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        if port < 65_000 && TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
-            return port;
-        }
-    }
-}
+mod support;
 
 fn config(port: u16, seeds: &[String]) -> Config {
-    let mut c = Config {
-        shards: Some(2),
-        io_memory_kib: 256,
-        ..Config::default()
-    };
-    c.network.bind = ([127, 0, 0, 1], port).into();
-    c.network.seeds = seeds.to_vec();
-    c.network.heartbeat_interval_millis = 100;
-    c.network.member_timeout_millis = 1_000;
-    c.network.join_timeout_millis = 300;
+    let mut c = support::config(port, seeds);
     c.network.invocation_timeout_millis = 600;
     c
 }
@@ -86,7 +66,7 @@ fn block<T>(f: impl std::future::Future<Output = T>) -> T {
 
 #[test]
 fn operations_run_on_the_owner_and_strangers_get_wrong_target() {
-    let (pa, pb) = (free_base(), free_base());
+    let (pa, pb) = (support::free_base(), support::free_base());
     let a = block(start_member(
         Member::builder(config(pa, &[])).service::<Where>(),
     ))
@@ -181,13 +161,13 @@ fn operations_run_on_the_owner_and_strangers_get_wrong_target() {
 
 #[test]
 fn an_unreachable_owner_ends_in_a_timeout_naming_partition_and_target() {
-    let pa = free_base();
+    let pa = support::free_base();
     let a = block(start_member(
         Member::builder(config(pa, &[])).service::<Where>(),
     ))
     .unwrap();
     let members = [format!("127.0.0.1:{pa}")];
-    let client_config = config(free_base(), &[]);
+    let client_config = config(support::free_base(), &[]);
     let client = block(start_client(
         Member::builder(client_config).service::<Where>(),
         &members,

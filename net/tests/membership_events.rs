@@ -2,7 +2,6 @@
 //! every shard's services (the membership-aware SPI), and a member that shuts down leaves at once.
 #![allow(clippy::unwrap_used)]
 
-use std::net::TcpListener;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -45,30 +44,11 @@ impl Service for Watcher {
     }
 }
 
-fn free_base() -> u16 {
-    loop {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        if port < 65_000 && TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
-            return port;
-        }
-    }
-}
+mod support;
 
 fn config(port: u16, seeds: &[String]) -> Config {
-    let mut c = Config {
-        shards: Some(2),
-        io_memory_kib: 256,
-        ..Config::default()
-    };
-    c.network.bind = ([127, 0, 0, 1], port).into();
-    c.network.seeds = seeds.to_vec();
-    c.network.heartbeat_interval_millis = 100;
+    let mut c = support::config(port, seeds);
     c.network.member_timeout_millis = 5_000;
-    c.network.join_timeout_millis = 300;
     c
 }
 
@@ -79,11 +59,11 @@ fn start(config: Config) -> Member {
 
 #[test]
 fn listeners_and_services_hear_joins_and_leaves() {
-    let a_port = free_base();
+    let a_port = support::free_base();
     let a = start(config(a_port, &[]));
     let events = a.extension::<Network>().unwrap().subscribe();
 
-    let b_port = free_base();
+    let b_port = support::free_base();
     let b = start(config(b_port, &[format!("127.0.0.1:{a_port}")]));
     let b_addr = std::net::SocketAddr::from(([127, 0, 0, 1], b_port));
 
