@@ -89,8 +89,9 @@ impl Header {
     }
 }
 
+/// `n` rounded up to a multiple of [`FRAME_ALIGN`].
 fn padded(n: usize) -> usize {
-    n.div_ceil(FRAME_ALIGN) * FRAME_ALIGN
+    n.div_ceil(FRAME_ALIGN).saturating_mul(FRAME_ALIGN)
 }
 
 /// Why bytes are not a frame.
@@ -175,27 +176,27 @@ pub fn encode(
     Ok(())
 }
 
+/// `N` bytes of `buf` from `at`, zero-filled past its end.
 fn le<const N: usize>(buf: &[u8], at: usize) -> [u8; N] {
     let mut out = [0u8; N];
-    if let Some(src) = buf.get(at..at + N) {
-        out.copy_from_slice(src);
-    }
+    let src = buf.get(at..).unwrap_or(&[]);
+    let n = src.len().min(N);
+    out[..n].copy_from_slice(&src[..n]);
     out
 }
 
 /// Parses the frame at the start of `buf`: `Ok(None)` until the whole frame is there.
 ///
-/// Errors: bad magic, unknown kind, reserved not zero, a payload over `max_payload` (reported
-/// as soon as the header is complete), or `buf` not 16-aligned in memory.
+/// Checks, in order: magic, kind, reserved, the payload length against `max_payload` (as soon
+/// as the header is complete, before the body arrives), and that `buf` starts 16-aligned in
+/// memory. Bytes that cannot begin a magic are rejected before a whole header is in.
+///
+/// Errors: `BadMagic`, `UnknownKind`, `ReservedNotZero`, `TooLarge`, `Misaligned`.
 pub fn decode(buf: &[u8], max_payload: usize) -> Result<Option<Header>, FrameError> {
-    let address_mod = buf.as_ptr() as usize % FRAME_ALIGN;
-    if address_mod != 0 {
-        return Err(FrameError::Misaligned { address_mod });
-    }
     if buf.len() < HEADER_LEN {
         // Reject garbage early, from its first bytes.
-        let have = buf.len().min(4);
-        if buf[..have] != MAGIC[..have] {
+        let have = buf.len().min(MAGIC.len());
+        if buf.get(..have) != MAGIC.get(..have) {
             return Err(FrameError::BadMagic { found: le(buf, 0) });
         }
         return Ok(None);
@@ -220,6 +221,10 @@ pub fn decode(buf: &[u8], max_payload: usize) -> Result<Option<Header>, FrameErr
             len: u64::from(payload_len),
             max: max_payload,
         });
+    }
+    let address_mod = buf.as_ptr() as usize % FRAME_ALIGN;
+    if address_mod != 0 {
+        return Err(FrameError::Misaligned { address_mod });
     }
     let header = Header {
         payload_len,
@@ -246,7 +251,12 @@ pub fn payload<'a>(buf: &'a [u8], header: &Header) -> &'a [u8] {
 }
 
 /// A 16-aligned receive buffer: read into [`ReadBuf::spare`], take frames from
-/// [`ReadBuf::next_frame`]. Grows to at most one largest frame (plus its initial size).
+/// [`ReadBuf::next_frame`]. Grows to at most one largest frame (`HEADER_LEN + max_payload`
+/// padded to 16), or its initial 64 KiB if that is more; never on the word of a header that
+/// claims more than `max_payload`.
+///
+/// Invariants: `buf.len() == buf.capacity()`, zero-filled; `start` is a multiple of 16, so
+/// every frame (and payload) starts 16-aligned; `start <= end <= buf.len()`.
 pub struct ReadBuf {
     buf: AlignedVec,
     start: usize,
@@ -269,31 +279,50 @@ impl ReadBuf {
         }
     }
 
-    /// Free space to read into. Compacts, and grows when the pending frame needs more room.
+    /// Free space to read into. Compacts (moving the pending bytes to offset 0), and grows when
+    /// the pending frame needs more room, so a whole frame always fits.
+    ///
+    /// Not empty as long as every whole frame was taken with [`ReadBuf::next_frame`] first
+    /// (an empty slice would read as end of stream).
     pub fn spare(&mut self) -> &mut [u8] {
         if self.start == self.end {
             self.start = 0;
             self.end = 0;
         }
-        if self.end == self.buf.len() || self.buf.len() - self.start < self.needed() {
+        let needed = self.needed();
+        if self.end == self.buf.len() || self.buf.len() - self.start < needed {
             if self.start > 0 {
                 self.buf.copy_within(self.start..self.end, 0);
                 self.end -= self.start;
                 self.start = 0;
             }
-            let need = self.needed().max(self.end + 1);
-            if need > self.buf.len() {
-                self.buf
-                    .resize(need.max(self.buf.len() * 2).min(self.limit()), 0);
+            let want = needed.max(self.end + 1);
+            if want > self.buf.len() {
+                self.grow(want.max(self.buf.len().saturating_mul(2)).min(self.limit()));
             }
         }
         let end = self.end.min(self.buf.len());
         &mut self.buf[end..]
     }
 
-    /// The largest this buffer grows.
+    /// Replaces the buffer with a zero-filled one of exactly `len` bytes holding the pending
+    /// bytes (which start at 0). `AlignedVec` rounds a reallocation up to a power of two,
+    /// which could nearly double the bound; allocating the new buffer ourselves keeps it exact.
+    fn grow(&mut self, len: usize) {
+        if len <= self.buf.len() {
+            return;
+        }
+        let mut buf = AlignedVec::with_capacity(len);
+        buf.extend_from_slice(&self.buf[..self.end]);
+        buf.resize(len, 0);
+        self.buf = buf;
+    }
+
+    /// The largest this buffer grows: one largest frame, or the initial size.
     fn limit(&self) -> usize {
-        (HEADER_LEN + padded(self.max_payload)).max(INITIAL)
+        // A payload length is a u32: no frame is longer, whatever `max_payload` says.
+        let max = self.max_payload.min(u32::MAX as usize);
+        (HEADER_LEN + padded(max)).max(INITIAL)
     }
 
     /// Bytes the frame at `start` needs in total (a header's worth if its header is not in).
@@ -371,8 +400,20 @@ mod tests {
         out
     }
 
-    /// Feeds `bytes` in chunks of pseudo-random sizes; returns the frames, or the first error.
-    fn feed(bytes: &[u8], max: usize, seed: u64) -> Result<Vec<(Header, Vec<u8>)>, FrameError> {
+    /// The most a buffer for `max`-byte payloads may hold: one largest frame, or the initial
+    /// size.
+    fn bound(max: usize) -> usize {
+        (HEADER_LEN + padded(max)).max(INITIAL)
+    }
+
+    /// Feeds `bytes` in chunks of pseudo-random sizes (1 to `chunk` bytes); returns the
+    /// frames, or the first error. Checks the buffer's bound and the payloads' alignment.
+    fn feed_chunked(
+        bytes: &[u8],
+        max: usize,
+        seed: u64,
+        chunk: u64,
+    ) -> Result<Vec<(Header, Vec<u8>)>, FrameError> {
         let mut rb = ReadBuf::new(max);
         let mut out = Vec::new();
         let mut s = seed | 1;
@@ -382,12 +423,14 @@ mod tests {
             s ^= s >> 7;
             s ^= s << 17;
             let spare = rb.spare();
-            let n = ((s % 200) as usize + 1)
+            assert!(!spare.is_empty(), "spare is never empty after draining");
+            let n = ((s % chunk) as usize + 1)
                 .min(spare.len())
                 .min(bytes.len() - at);
             spare[..n].copy_from_slice(&bytes[at..at + n]);
             rb.filled(n);
             at += n;
+            assert!(rb.buf.capacity() <= bound(max), "grew past the bound");
             while let Some((h, p)) = rb.next_frame()? {
                 assert_eq!(p.as_ptr() as usize % FRAME_ALIGN, 0, "payload aligned");
                 out.push((h, p.to_vec()));
@@ -395,6 +438,10 @@ mod tests {
         }
         rb.finish()?;
         Ok(out)
+    }
+
+    fn feed(bytes: &[u8], max: usize, seed: u64) -> Result<Vec<(Header, Vec<u8>)>, FrameError> {
+        feed_chunked(bytes, max, seed, 200)
     }
 
     #[test]
@@ -476,6 +523,24 @@ mod tests {
         rb.filled(HEADER_LEN);
         assert!(matches!(rb.next_frame(), Err(FrameError::TooLarge { .. })));
         assert!(rb.spare().len() <= INITIAL);
+        // Just over the bound, with only the header in: an error at once, no waiting.
+        let mut head = frame(FrameKind::Request, 1, b"");
+        head[4..8].copy_from_slice(&1025u32.to_le_bytes());
+        let mut rb = ReadBuf::new(1024);
+        rb.spare()[..HEADER_LEN].copy_from_slice(&head[..HEADER_LEN]);
+        rb.filled(HEADER_LEN);
+        assert_eq!(
+            rb.next_frame().map(|f| f.map(|(h, _)| h)),
+            Err(FrameError::TooLarge {
+                len: 1025,
+                max: 1024
+            })
+        );
+        assert_eq!(rb.buf.capacity(), INITIAL);
+        assert!(matches!(
+            rb.finish(),
+            Err(FrameError::Truncated { have: 48, .. })
+        ));
         assert!(matches!(
             encode(
                 &mut AlignedVec::<16>::new(),
@@ -485,5 +550,44 @@ mod tests {
             ),
             Err(FrameError::TooLarge { .. })
         ));
+    }
+
+    #[test]
+    fn the_buffer_grows_to_one_largest_frame_and_no_further() {
+        // 1 MiB + 48 is just over a power of two, the case AlignedVec's own growth would double;
+        // 100_000 is no power of two at all.
+        for max in [MAX, 100_000] {
+            let mut stream = AlignedVec::<16>::new();
+            for (i, n) in [max, 0, max - 1, 5, max].iter().enumerate() {
+                stream.extend_from_slice(&frame(FrameKind::Response, i as u64, &vec![i as u8; *n]));
+            }
+            let frames = feed_chunked(&stream, max, 3, 50_000).unwrap();
+            assert_eq!(frames.len(), 5);
+            assert!(frames
+                .iter()
+                .all(|(h, p)| p.len() == h.payload_len as usize));
+        }
+        // A buffer for small frames never grows past its initial size.
+        let mut stream = AlignedVec::<16>::new();
+        for i in 0..5000u64 {
+            stream.extend_from_slice(&frame(FrameKind::Request, i, &[1; 100]));
+        }
+        assert_eq!(feed_chunked(&stream, 128, 5, 4000).unwrap().len(), 5000);
+    }
+
+    #[test]
+    fn garbage_is_rejected_before_a_whole_header() {
+        assert_eq!(decode(&[], MAX), Ok(None));
+        let mut buf = AlignedVec::<16>::new();
+        buf.extend_from_slice(b"CC");
+        assert_eq!(decode(&buf, MAX), Ok(None));
+        let mut buf = AlignedVec::<16>::new();
+        buf.extend_from_slice(b"GE");
+        assert_eq!(
+            decode(&buf, MAX),
+            Err(FrameError::BadMagic {
+                found: [b'G', b'E', 0, 0]
+            })
+        );
     }
 }

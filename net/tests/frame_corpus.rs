@@ -8,11 +8,14 @@ use corecast_net::frame::{FrameError, ReadBuf};
 
 const MAX: usize = 1 << 20;
 
-/// Feeds `bytes` through a receive buffer (in 37-byte reads) until an error or the end.
-fn replay(bytes: &[u8]) -> Result<usize, FrameError> {
+/// Read sizes each file is replayed with: byte by byte, odd sizes, whole at once.
+const READS: [usize; 4] = [1, 7, 37, 4096];
+
+/// Feeds `bytes` through a receive buffer (in `read`-byte reads) until an error or the end.
+fn replay(bytes: &[u8], read: usize) -> Result<usize, FrameError> {
     let mut rb = ReadBuf::new(MAX);
     let mut frames = 0;
-    for chunk in bytes.chunks(37) {
+    for chunk in bytes.chunks(read) {
         let spare = rb.spare();
         spare[..chunk.len()].copy_from_slice(chunk);
         rb.filled(chunk.len());
@@ -41,17 +44,25 @@ fn every_malformed_frame_is_an_error() {
     assert!(files.len() >= 12, "the corpus is checked in");
     for file in files {
         let bytes = std::fs::read(&file).unwrap();
-        let result = replay(&bytes);
-        assert!(result.is_err(), "{} decoded: {result:?}", file.display());
+        for read in READS {
+            let result = replay(&bytes, read);
+            assert!(
+                result.is_err(),
+                "{} decoded in {read}-byte reads: {result:?}",
+                file.display()
+            );
+        }
     }
 }
 
 #[test]
 fn every_valid_file_decodes_completely() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/frames/valid");
-    let counts: Vec<usize> = files(&dir)
-        .iter()
-        .map(|f| replay(&std::fs::read(f).unwrap()).unwrap())
-        .collect();
-    assert_eq!(counts, vec![1, 3]);
+    for read in READS {
+        let counts: Vec<usize> = files(&dir)
+            .iter()
+            .map(|f| replay(&std::fs::read(f).unwrap(), read).unwrap())
+            .collect();
+        assert_eq!(counts, vec![1, 3], "in {read}-byte reads");
+    }
 }
