@@ -173,22 +173,20 @@ impl Invoker {
         }
         let shard = self.inner.shards.shard_of(partition);
         let token = self.token();
-        let router = shard::current_router(token, shard);
-        let local = match &router {
-            Some(router) if !router.is_local(partition) => None,
-            _ => shard::with_local(token, shard, |core| {
+        // On the partition's shard, but another member owns it: forward from here.
+        let remote = shard::current_router(token, shard).filter(|r| !r.is_local(partition));
+        let local = match &remote {
+            Some(_) => None,
+            None => shard::with_local(token, shard, |core| {
                 let mut out = Bytes::new();
                 core.execute(partition, service, op, &payload, &mut out)
                     .map(|()| out)
             }),
         };
-        let result = match (local, router) {
+        let result = match (local, remote) {
             (Some(result), _) => result,
-            // On the owning shard, but another member owns the partition: forward from here.
-            (None, Some(router)) if !router.is_local(partition) => {
-                router.forward(partition, service, op, payload).await
-            }
-            (None, _) => {
+            (None, Some(router)) => router.forward(partition, service, op, payload).await,
+            (None, None) => {
                 let (reply, answer) =
                     shard::shard_reply(self.token()).unwrap_or_else(Reply::thread);
                 let msg = ShardMsg::Invoke {

@@ -7,9 +7,10 @@
 //! Invariant: a `ShardCore` is created on its executor's thread and never leaves it. Other threads
 //! reach it only through its bounded inbox; answers go back as [`Reply`]s.
 //!
-//! The loop drains the inbox and its completion queue, lets the shard's other tasks and glommio's
-//! reactor run (a zero timer, so sockets are polled between batches), and when both queues are
-//! empty awaits the shard's doorbell (see [`crate::doorbell`] for why not glommio's own wake-up).
+//! The loop drains the inbox and its completion queue, then yields to the shard's other tasks
+//! (every few rounds through glommio's reactor, so sockets are polled while the queues stay busy),
+//! and after [`IDLE_SPIN`] without a message awaits the shard's doorbell (see [`crate::doorbell`]
+//! for why not glommio's own wake-up).
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -481,10 +482,13 @@ async fn serve(
                 Err(flume::TryRecvError::Disconnected) => return true,
             }
         }
-        if handled > 0 {
+        let busy = if handled > 0 {
             idle_since = None;
-        }
-        if handled > 0 || idle_since.get_or_insert_with(Instant::now).elapsed() < IDLE_SPIN {
+            true
+        } else {
+            idle_since.get_or_insert_with(Instant::now).elapsed() < IDLE_SPIN
+        };
+        if busy {
             // Mostly a plain yield (cheap: the shard's own tasks run, then this loop again);
             // every few rounds a yield that lets glommio poll its rings, so sockets are served
             // within a bounded number of rounds even while the queues never run dry.

@@ -685,17 +685,29 @@ impl ShardNet {
             self.net
                 .publish_status(&view.members, view.list_version, &view.table);
         }
-        for index in (0..self.shards.get()).filter(|i| *i != self.shard.0) {
-            let (list, table) = (list.clone(), table.clone());
-            let job = self.invoker.run_on(ShardId(index), move || async move {
-                SHARD.with(|s| {
-                    if let Some(sn) = s.borrow().as_ref() {
-                        sn.apply(list, table);
-                    }
-                });
+        let others = (0..self.shards.get()).filter(|i| *i != self.shard.0);
+        self.on_shards(others, move || {
+            SHARD.with(|s| {
+                if let Some(sn) = s.borrow().as_ref() {
+                    sn.apply(list.clone(), table.clone());
+                }
             });
+        });
+    }
+
+    /// Runs `job` on each of `shards` of this member, as messages, in the background.
+    fn on_shards(
+        &self,
+        shards: impl Iterator<Item = u32>,
+        job: impl Fn() + Clone + Send + 'static,
+    ) {
+        for index in shards {
+            let job = job.clone();
+            let sent = self
+                .invoker
+                .run_on(ShardId(index), move || async move { job() });
             glommio::spawn_local(async move {
-                let _ = job.await;
+                let _ = sent.await;
             })
             .detach();
         }
@@ -733,18 +745,11 @@ impl ShardNet {
         for e in &events {
             self.net.emit(e);
         }
-        for index in 0..self.shards.get() {
-            let events = events.clone();
-            let job = self.invoker.run_on(ShardId(index), move || async move {
-                for e in &events {
-                    extension::membership_changed(e);
-                }
-            });
-            glommio::spawn_local(async move {
-                let _ = job.await;
-            })
-            .detach();
-        }
+        self.on_shards(0..self.shards.get(), move || {
+            for e in &events {
+                extension::membership_changed(e);
+            }
+        });
     }
 
     /// Sends an operation to `partition`'s owner and waits for the answer, retrying while the
