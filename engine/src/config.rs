@@ -192,7 +192,7 @@ impl NetworkConfig {
     }
 }
 
-/// `[backups]`: replicas per partition beyond the owner.
+/// `[backups]`: replicas per partition beyond the owner, and how replicas are kept in step.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct BackupConfig {
@@ -200,6 +200,24 @@ pub struct BackupConfig {
     pub backup_count: u8,
     /// Async backups: fire and forget (0..=6, sum with `backup-count` ≤ 6).
     pub async_backup_count: u8,
+    /// A member holding a backup replica may answer reads from it (default off: reads go to
+    /// the owner and see every acknowledged write).
+    pub read_backup_data: bool,
+    /// How long an owner waits for a live sync backup's ack before it answers the caller anyway
+    /// (the backup is then repaired by anti-entropy), in milliseconds.
+    pub backup_ack_timeout_millis: u64,
+    /// How often an owner sends its partitions' versions to their backups, which fetch the
+    /// partition when theirs differ (anti-entropy), in milliseconds; 0 turns the check off.
+    pub anti_entropy_interval_millis: u64,
+    /// An owner drops an async backup (left to anti-entropy) rather than queue more than this
+    /// many KiB for a backup member that does not keep up.
+    pub async_queue_kib: u32,
+    /// Per partition, how many recent writes' caller ids and answers replicas remember, so a
+    /// write retried after its owner died is answered, not applied twice.
+    pub dedup_window: u32,
+    /// Testing only: the share of backup frames an owner drops instead of sending (0..=100),
+    /// to exercise anti-entropy.
+    pub failpoint_drop_backups_percent: u8,
 }
 
 impl Default for BackupConfig {
@@ -207,6 +225,71 @@ impl Default for BackupConfig {
         Self {
             backup_count: 1,
             async_backup_count: 0,
+            read_backup_data: false,
+            backup_ack_timeout_millis: 5000,
+            anti_entropy_interval_millis: 2000,
+            async_queue_kib: 4096,
+            dedup_window: 1024,
+            failpoint_drop_backups_percent: 0,
+        }
+    }
+}
+
+/// The replica policy an operation runs under: resolved from `[backups]`, a `[[services]]`
+/// entry and its `[[services.objects]]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BackupPolicy {
+    /// Sync backups.
+    pub sync: u8,
+    /// Async backups.
+    pub async_: u8,
+    /// Whether backups answer reads.
+    pub read_backup_data: bool,
+}
+
+/// Replica counts set for one service or one object (a map by name); unset keys inherit.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ReplicaOverrides {
+    /// Sync backups (0..=6).
+    pub backup_count: Option<u8>,
+    /// Async backups (0..=6, sum with the sync count ≤ 6).
+    pub async_backup_count: Option<u8>,
+    /// Whether backups answer reads.
+    pub read_backup_data: Option<bool>,
+}
+
+impl ReplicaOverrides {
+    fn apply(&self, policy: BackupPolicy) -> BackupPolicy {
+        BackupPolicy {
+            sync: self.backup_count.unwrap_or(policy.sync),
+            async_: self.async_backup_count.unwrap_or(policy.async_),
+            read_backup_data: self.read_backup_data.unwrap_or(policy.read_backup_data),
+        }
+    }
+}
+
+/// `[[services.objects]]`: replica counts for one object of a service (a map, say).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ObjectConfig {
+    /// The object's name.
+    pub name: String,
+    /// Sync backups (0..=6).
+    pub backup_count: Option<u8>,
+    /// Async backups (0..=6, sum with the sync count ≤ 6).
+    pub async_backup_count: Option<u8>,
+    /// Whether backups answer reads.
+    pub read_backup_data: Option<bool>,
+}
+
+impl ObjectConfig {
+    /// The replica counts it sets.
+    pub fn replicas(&self) -> ReplicaOverrides {
+        ReplicaOverrides {
+            backup_count: self.backup_count,
+            async_backup_count: self.async_backup_count,
+            read_backup_data: self.read_backup_data,
         }
     }
 }
@@ -221,6 +304,25 @@ pub struct ServiceConfig {
     pub enabled: bool,
     /// Passed to the service's `init`.
     pub properties: Properties,
+    /// The service's sync backups (0..=6); unset inherits `[backups]`.
+    pub backup_count: Option<u8>,
+    /// The service's async backups; unset inherits `[backups]`.
+    pub async_backup_count: Option<u8>,
+    /// Whether the service's backups answer reads; unset inherits `[backups]`.
+    pub read_backup_data: Option<bool>,
+    /// Replica counts per object of the service.
+    pub objects: Vec<ObjectConfig>,
+}
+
+impl ServiceConfig {
+    /// The replica counts it sets.
+    pub fn replicas(&self) -> ReplicaOverrides {
+        ReplicaOverrides {
+            backup_count: self.backup_count,
+            async_backup_count: self.async_backup_count,
+            read_backup_data: self.read_backup_data,
+        }
+    }
 }
 
 impl Default for ServiceConfig {
@@ -229,6 +331,10 @@ impl Default for ServiceConfig {
             name: String::new(),
             enabled: true,
             properties: Properties::default(),
+            backup_count: None,
+            async_backup_count: None,
+            read_backup_data: None,
+            objects: Vec::new(),
         }
     }
 }
@@ -449,30 +555,35 @@ impl Config {
             return Err(invalid("shard-queue-capacity", &0, "must be at least 1"));
         }
         let b = &self.backups;
-        if b.backup_count > 6 {
+        check_counts("backups", Some(b.backup_count), Some(b.async_backup_count), b.backup_count)?;
+        if b.backup_ack_timeout_millis == 0 {
             return Err(invalid(
-                "backups.backup-count",
-                &b.backup_count,
-                "must be 0..=6",
+                "backups.backup-ack-timeout-millis",
+                &0,
+                "must be at least 1",
             ));
         }
-        if b.async_backup_count > 6 {
+        if b.failpoint_drop_backups_percent > 100 {
             return Err(invalid(
-                "backups.async-backup-count",
-                &b.async_backup_count,
-                "must be 0..=6",
+                "backups.failpoint-drop-backups-percent",
+                &b.failpoint_drop_backups_percent,
+                "must be 0..=100",
             ));
         }
-        if b.backup_count + b.async_backup_count > 6 {
-            let reason = format!(
-                "backup-count {} + async-backup-count must be at most 6",
-                b.backup_count
-            );
-            return Err(invalid(
-                "backups.async-backup-count",
-                &b.async_backup_count,
-                &reason,
-            ));
+        for (i, service) in self.services.iter().enumerate() {
+            let base = service.replicas().apply(self.default_policy());
+            let at = format!("services[{i}]");
+            check_counts(&at, service.replicas().backup_count, service.replicas().async_backup_count, base.sync)?;
+            check_counts(&at, Some(base.sync), Some(base.async_), base.sync)?;
+            for (j, object) in service.objects.iter().enumerate() {
+                let at = format!("services[{i}].objects[{j}]");
+                if object.name.trim().is_empty() {
+                    return Err(invalid(&format!("{at}.name"), &"\"\"", "must not be empty"));
+                }
+                let p = object.replicas().apply(base);
+                check_counts(&at, object.replicas().backup_count, object.replicas().async_backup_count, p.sync)?;
+                check_counts(&at, Some(p.sync), Some(p.async_), p.sync)?;
+            }
         }
         for (i, service) in self.services.iter().enumerate() {
             if service.name.trim().is_empty() {
@@ -524,6 +635,75 @@ impl Config {
     pub fn service(&self, name: &str) -> Option<&ServiceConfig> {
         self.services.iter().find(|s| s.name == name)
     }
+
+    /// The replica policy of `[backups]` alone.
+    pub fn default_policy(&self) -> BackupPolicy {
+        BackupPolicy {
+            sync: self.backups.backup_count,
+            async_: self.backups.async_backup_count,
+            read_backup_data: self.backups.read_backup_data,
+        }
+    }
+
+    /// The replica policy of service `service`, or of its object `object` when given.
+    pub fn policy(&self, service: &str, object: Option<&str>) -> BackupPolicy {
+        let base = self.default_policy();
+        let Some(s) = self.service(service) else {
+            return base;
+        };
+        let base = s.replicas().apply(base);
+        object
+            .and_then(|name| s.objects.iter().find(|o| o.name == name))
+            .map_or(base, |o| o.replicas().apply(base))
+    }
+
+    /// Replica slots the partition table keeps per partition: the owner plus the most backups
+    /// (sync and async) any service or object asks for.
+    pub fn replica_slots(&self) -> usize {
+        let total = |p: BackupPolicy| usize::from(p.sync) + usize::from(p.async_);
+        let mut most = total(self.default_policy());
+        for s in &self.services {
+            let base = s.replicas().apply(self.default_policy());
+            most = most.max(total(base));
+            for o in &s.objects {
+                most = most.max(total(o.replicas().apply(base)));
+            }
+        }
+        (1 + most).min(crate::table::MAX_REPLICAS)
+    }
+
+    /// How long an owner waits for a sync backup's ack.
+    pub fn backup_ack_timeout(&self) -> Duration {
+        Duration::from_millis(self.backups.backup_ack_timeout_millis)
+    }
+}
+
+/// Checks a pair of replica counts set at `at` (each 0..=6, sum ≤ 6); `sync` is the sync count
+/// in effect, for the sum.
+fn check_counts(
+    at: &str,
+    backup_count: Option<u8>,
+    async_backup_count: Option<u8>,
+    sync: u8,
+) -> Result<(), ConfigError> {
+    let invalid = |key: &str, value: u8, reason: String| ConfigError::Invalid {
+        key: format!("{at}.{key}"),
+        value: value.to_string(),
+        reason,
+    };
+    if let Some(n) = backup_count.filter(|n| *n > 6) {
+        return Err(invalid("backup-count", n, "must be 0..=6".into()));
+    }
+    if let Some(n) = async_backup_count {
+        if n > 6 {
+            return Err(invalid("async-backup-count", n, "must be 0..=6".into()));
+        }
+        if u16::from(sync) + u16::from(n) > 6 {
+            let reason = format!("backup-count {sync} + async-backup-count must be at most 6");
+            return Err(invalid("async-backup-count", n, reason));
+        }
+    }
+    Ok(())
 }
 
 fn parse_table(text: &str, origin: &str) -> Result<toml::Table, ConfigError> {

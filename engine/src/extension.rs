@@ -16,12 +16,16 @@ use std::rc::Rc;
 use crate::config::Config;
 use crate::invocation::Invoker;
 use crate::partition::{PartitionCount, PartitionId, ShardCount, ShardId};
-use crate::payload::Bytes;
+use crate::payload::{access, Bytes};
+use crate::replica::{BackupApplied, CallId, PartitionSnapshot, Replication};
 use crate::shard;
-use crate::spi::{MemberInfo, OpError, OpId, ServiceId};
+use crate::spi::{MemberInfo, OpError, OpId, ReplicaIndex, ServiceId};
 
 /// A forwarded operation's answer: the archived response, or why there is none.
 pub type RemoteAnswer = Pin<Box<dyn Future<Output = Result<Bytes, OpError>>>>;
+
+/// Resolves when every live sync backup acknowledged a write (or the ack timeout passed).
+pub type Acks = Pin<Box<dyn Future<Output = ()>>>;
 
 /// Decides, on one shard, where each of its partitions' operations run.
 pub trait Router {
@@ -37,6 +41,17 @@ pub trait Router {
         op: OpId,
         payload: Bytes,
     ) -> RemoteAnswer;
+
+    /// Which replica of `partition` this member holds, if any.
+    fn replica_index(&self, _partition: PartitionId) -> Option<ReplicaIndex> {
+        None
+    }
+
+    /// Sends an owner's backup to the partition's backup replicas, now (so backups leave in the
+    /// order the writes ran); `Some` resolves when the live sync backups acked.
+    fn replicate(&self, _replication: Replication) -> Option<Acks> {
+        None
+    }
 
     /// The shard is stopping: close listeners and connections (called on the shard's thread).
     fn shutdown(&self) {}
@@ -78,8 +93,11 @@ pub trait Extension: Send + Sync + 'static {
 }
 
 /// Runs an operation that reached this shard from elsewhere (a socket) on `partition`, which this
-/// shard must hold, archiving the response into `out`. Does not consult the router: the caller
-/// checked ownership.
+/// member must own and this shard hold, archiving the response into `out`, and sends its backup
+/// to the replicas. Does not consult the router for ownership: the caller checked. `call`
+/// identifies the call across retries (a retried write is answered, not run again).
+///
+/// Returns what to await (the sync backups' acks) before answering.
 ///
 /// Errors: `Unavailable` when called outside a shard's thread, and whatever the operation answers.
 pub fn execute_here(
@@ -88,13 +106,89 @@ pub fn execute_here(
     op: OpId,
     payload: &[u8],
     out: &mut Bytes,
+    call: Option<CallId>,
+) -> Result<Option<Acks>, OpError> {
+    let (result, acks) = shard::run_owned_here(partition, service, op, payload, call);
+    let bytes = result?;
+    *out = bytes;
+    Ok(acks)
+}
+
+fn outside(partition: PartitionId) -> OpError {
+    OpError::Unavailable {
+        partition,
+        reason: "not called on a shard".into(),
+    }
+}
+
+/// Applies the owner's backup operation on this shard's backup replica of `partition` (see
+/// [`crate::replica`] for versions and gaps).
+///
+/// Errors: `Unavailable` outside a shard, and what the backup operation answers.
+#[allow(clippy::too_many_arguments)]
+pub fn apply_backup(
+    partition: PartitionId,
+    service: ServiceId,
+    op: OpId,
+    payload: &[u8],
+    version: u64,
+    call: Option<CallId>,
+    response: &[u8],
+    replica: ReplicaIndex,
+) -> Result<BackupApplied, OpError> {
+    shard::with_current_core(|core| {
+        core.apply_backup(partition, service, op, payload, version, call, response, replica)
+    })
+    .unwrap_or_else(|| Err(outside(partition)))
+}
+
+/// `(service id, version)` of every namespace of `partition` on this shard, for replica slot
+/// `replica` (an owner's for that backup, or a backup's own).
+///
+/// Errors: `Unavailable` outside a shard; `WrongShard` / `NoSuchPartition`.
+pub fn versions(partition: PartitionId, replica: ReplicaIndex) -> Result<Vec<(u16, u64)>, OpError> {
+    shard::with_current_core(|core| core.versions(partition, replica))
+        .unwrap_or_else(|| Err(outside(partition)))
+}
+
+/// Installs an archived [`PartitionSnapshot`] (from the owner, for replica slot `replica`) on
+/// this shard's replica.
+///
+/// Errors: a snapshot that does not validate or does not fit this member's services.
+pub fn install_snapshot(
+    partition: PartitionId,
+    replica: ReplicaIndex,
+    bytes: &[u8],
 ) -> Result<(), OpError> {
-    shard::with_current_core(|core| core.execute(partition, service, op, payload, out)).unwrap_or(
-        Err(OpError::Unavailable {
-            partition,
-            reason: "not called on a shard".into(),
-        }),
-    )
+    let snapshot = access::<PartitionSnapshot>(bytes).map_err(|e| OpError::MalformedPayload {
+        service: crate::object::ENGINE_SERVICE,
+        op: crate::object::SYNC,
+        reason: e.to_string(),
+    })?;
+    if snapshot.partition.to_native() != partition.0 {
+        return Err(OpError::failed(format!(
+            "snapshot of partition {} where {partition} was asked for",
+            snapshot.partition
+        )));
+    }
+    shard::with_current_core(|core| core.install(snapshot, replica))
+        .unwrap_or_else(|| Err(outside(partition)))
+}
+
+/// This member holds no replica of `partition` any more: its data on this shard is dropped.
+pub fn drop_replica(partition: PartitionId) {
+    let _ = shard::with_current_core(|core| core.drop_replica(partition));
+}
+
+/// This member became the owner of `partition`: its writes start a new version epoch.
+pub fn became_owner(partition: PartitionId) {
+    let _ = shard::with_current_core(|core| core.became_owner(partition));
+}
+
+/// The engine's operation a backup sends its owner for a partition's state; its payload is a
+/// [`crate::replica::SyncRequest`], its answer a [`PartitionSnapshot`].
+pub fn sync_operation() -> (ServiceId, OpId) {
+    (crate::object::ENGINE_SERVICE, crate::object::SYNC)
 }
 
 /// A member joined or left the cluster: tells every service on this shard.

@@ -173,31 +173,55 @@ impl Invoker {
         }
         let shard = self.inner.shards.shard_of(partition);
         let token = self.token();
-        // On the partition's shard, but another member owns it: forward from here.
-        let remote = shard::current_router(token, shard).filter(|r| !r.is_local(partition));
-        let local = match &remote {
-            Some(_) => None,
-            None => shard::with_local(token, shard, |core| {
-                let mut out = Bytes::new();
-                core.execute(partition, service, op, &payload, &mut out)
-                    .map(|()| out)
-            }),
-        };
-        let result = match (local, remote) {
-            (Some(result), _) => result,
-            (None, Some(router)) => router.forward(partition, service, op, payload).await,
-            (None, None) => {
-                let (reply, answer) =
-                    shard::shard_reply(self.token()).unwrap_or_else(Reply::thread);
-                let msg = ShardMsg::Invoke {
-                    partition,
-                    service,
-                    op,
-                    payload,
-                    reply,
-                };
-                self.send(shard, msg).await?;
-                answer.await.map_err(|_| InvocationError::MemberStopped)?
+        let router = shard::current_router(token, shard);
+        let result = match router {
+            // On the partition's shard, but another member owns it: read a backup here if the
+            // operation and its service allow it, else forward from here.
+            Some(router) if !router.is_local(partition) => {
+                let here = shard::with_local(token, shard, |core| {
+                    router.replica_index(partition).filter(|r| r.is_backup()).and_then(|replica| {
+                        let mut out = Bytes::new();
+                        core.read_backup(partition, service, op, &payload, &mut out, replica)
+                            .ok()
+                            .map(|()| out)
+                    })
+                })
+                .flatten();
+                match here {
+                    Some(out) => Ok(out),
+                    None => router.forward(partition, service, op, payload).await,
+                }
+            }
+            router => {
+                let local = shard::with_local(token, shard, |core| {
+                    let mut out = Bytes::new();
+                    core.execute(partition, service, op, &payload, &mut out, None)
+                        .map(|replication| (out, replication))
+                });
+                match local {
+                    Some(Ok((out, replication))) => {
+                        let acks = replication
+                            .and_then(|r| router.as_ref().and_then(|router| router.replicate(r)));
+                        if let Some(acks) = acks {
+                            acks.await;
+                        }
+                        Ok(out)
+                    }
+                    Some(Err(e)) => Err(e),
+                    None => {
+                        let (reply, answer) =
+                            shard::shard_reply(self.token()).unwrap_or_else(Reply::thread);
+                        let msg = ShardMsg::Invoke {
+                            partition,
+                            service,
+                            op,
+                            payload,
+                            reply,
+                        };
+                        self.send(shard, msg).await?;
+                        answer.await.map_err(|_| InvocationError::MemberStopped)?
+                    }
+                }
             }
         };
         result.map_err(|source| InvocationError::Operation { partition, source })
@@ -221,7 +245,8 @@ impl Invoker {
                 if let Some(done) =
                     shard::with_local(token, shard, |core| core.execute_all(service, op, &payload))
                 {
-                    replies.extend(done);
+                    // A member on its own has no backups to send.
+                    replies.extend(done.into_iter().map(|(p, answer, _)| (p, answer)));
                     continue;
                 }
             }

@@ -11,6 +11,7 @@
 //! - [`spi`]: the service provider interface: [`Service`], [`Operation`], containers, backup and
 //!   migration awareness, distributed object proxies.
 //! - [`registry`] (crate-private): type-erased service slots and the `(service, op)` dispatch table.
+//! - [`replica`]: replica versions, remembered answers by call id, backup and snapshot types.
 //! - [`reply`] (crate-private): answers back to callers: oneshots for threads, completion
 //!   messages for callers on shards.
 //! - [`shard`] (crate-private): one shard's state and its message loop on a glommio executor.
@@ -22,7 +23,8 @@
 //! - [`object`]: distributed objects by name: handles, creation, destruction, listing.
 //! - [`member`]: the embedded API: start a member, get objects, run work on shards, shut down.
 //! - [`memlock`] (crate-private): the locked-memory check glommio needs before starting.
-//! - [`table`]: the partition table: owner per partition, versioned; balanced assignment.
+//! - [`table`]: the partition table: owner and backups per partition, versioned; balanced
+//!   assignment and promotion.
 //! - [`testkit`]: run one service's operations, backups and migrations against plain
 //!   containers, without a member, for services' unit tests.
 
@@ -36,6 +38,7 @@ pub mod object;
 pub mod partition;
 pub mod payload;
 mod registry;
+pub mod replica;
 mod reply;
 mod shard;
 pub mod spi;

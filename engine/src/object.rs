@@ -8,9 +8,12 @@
 
 use rkyv::{Archive, Deserialize, Serialize};
 
+use crate::config::BackupPolicy;
 use crate::invocation::{decode_response, encode_request, InvocationError, Invoker};
 use crate::partition::PartitionId;
 use crate::payload::{access, encode_into, Bytes};
+use crate::registry::{BackupWork, Mode};
+use crate::replica::SyncRequest;
 use crate::shard::ShardCore;
 use crate::spi::{OpError, OpId, Operation, Service, ServiceId};
 
@@ -20,6 +23,8 @@ pub(crate) const ENGINE_SERVICE: ServiceId = ServiceId(0);
 const CREATE: OpId = OpId(1);
 const DESTROY: OpId = OpId(2);
 const LIST: OpId = OpId(3);
+/// A backup replica asks the owner for a partition's state ([`crate::replica::SyncRequest`]).
+pub(crate) const SYNC: OpId = OpId(4);
 
 /// Records an object on its home partition and lets its service create its state there.
 #[derive(Archive, Serialize, Deserialize)]
@@ -41,14 +46,18 @@ struct ListObjects {
     service: u16,
 }
 
-/// Runs one of the engine's object-registry operations on one of the shard's partitions.
+/// Runs one of the engine's operations on one of the shard's partitions: the object registry's
+/// (as owner, creating and destroying ask for backups; as a backup, they are applied), and the
+/// partition snapshot a backup replica asks for.
 pub(crate) fn run_engine_op(
     core: &mut ShardCore,
+    partition: PartitionId,
     local: usize,
     op: OpId,
     payload: &[u8],
     out: &mut Bytes,
-) -> Result<(), OpError> {
+    mode: Mode,
+) -> Result<Option<BackupWork>, OpError> {
     let malformed = |e: rkyv::rancor::Error| OpError::MalformedPayload {
         service: ENGINE_SERVICE,
         op,
@@ -70,7 +79,9 @@ pub(crate) fn run_engine_op(
             if created {
                 core.slots[slot].create_object(local, req.name.as_str());
             }
-            Vec::new()
+            let policy = core.slots[slot].policy(Some(req.name.as_str()));
+            encode_into(&Vec::<String>::new(), out).map_err(encode_error)?;
+            return Ok((created && mode == Mode::Owner).then(|| registry_backup(CREATE, payload, policy)));
         }
         DESTROY => {
             let req = access::<DestroyObject>(payload).map_err(malformed)?;
@@ -83,7 +94,9 @@ pub(crate) fn run_engine_op(
                 set.remove(&(service, req.name.to_string()));
             }
             core.slots[slot].destroy_object(local, req.name.as_str());
-            Vec::new()
+            let policy = core.slots[slot].policy(Some(req.name.as_str()));
+            encode_into(&Vec::<String>::new(), out).map_err(encode_error)?;
+            return Ok((mode == Mode::Owner).then(|| registry_backup(DESTROY, payload, policy)));
         }
         LIST => {
             let req = access::<ListObjects>(payload).map_err(malformed)?;
@@ -99,6 +112,14 @@ pub(crate) fn run_engine_op(
             names.sort();
             names
         }
+        SYNC if mode == Mode::Owner => {
+            let req = access::<SyncRequest>(payload).map_err(malformed)?;
+            let namespaces: Vec<u16> = req.namespaces.iter().map(|n| n.to_native()).collect();
+            let replica = crate::spi::ReplicaIndex(req.replica);
+            let snapshot = core.snapshot(partition, &namespaces, replica)?;
+            encode_into(&snapshot, out).map_err(encode_error)?;
+            return Ok(None);
+        }
         _ => {
             return Err(OpError::UnknownOperation {
                 service: ENGINE_SERVICE,
@@ -106,10 +127,60 @@ pub(crate) fn run_engine_op(
             })
         }
     };
-    encode_into(&response, out).map_err(|e| OpError::Encode {
+    encode_into(&response, out).map_err(encode_error)?;
+    Ok(None)
+}
+
+fn encode_error(e: rkyv::rancor::Error) -> OpError {
+    OpError::Encode {
         what: "response",
         reason: e.to_string(),
-    })
+    }
+}
+
+/// A registry change's backup: the same request, idempotent on the backup.
+fn registry_backup(op: OpId, payload: &[u8], policy: BackupPolicy) -> BackupWork {
+    let mut copy = Bytes::with_capacity(payload.len());
+    copy.extend_from_slice(payload);
+    BackupWork {
+        service: ENGINE_SERVICE,
+        op,
+        payload: copy,
+        sync: policy.sync,
+        async_: policy.async_,
+    }
+}
+
+/// The object records of one partition, archived for a snapshot.
+pub(crate) fn records_snapshot(core: &ShardCore, local: usize) -> Result<Bytes, OpError> {
+    let mut records: Vec<(u16, String)> = core
+        .objects
+        .get(local)
+        .into_iter()
+        .flatten()
+        .map(|(s, n)| (s.0, n.clone()))
+        .collect();
+    records.sort();
+    crate::payload::encode(&records).map_err(encode_error)
+}
+
+/// Replaces one partition's object records with a snapshot's.
+pub(crate) fn install_records(core: &mut ShardCore, local: usize, data: Option<&[u8]>) -> Result<(), OpError> {
+    let Some(set) = core.objects.get_mut(local) else {
+        return Ok(());
+    };
+    set.clear();
+    if let Some(data) = data {
+        let mut aligned = Bytes::with_capacity(data.len());
+        aligned.extend_from_slice(data);
+        let records = crate::payload::decode::<Vec<(u16, String)>>(&aligned).map_err(|e| OpError::MalformedPayload {
+            service: ENGINE_SERVICE,
+            op: SYNC,
+            reason: format!("object records: {e}"),
+        })?;
+        set.extend(records.into_iter().map(|(s, n)| (ServiceId(s), n)));
+    }
+    Ok(())
 }
 
 /// A handle to one distributed object: its name, its service, its home partition, and the

@@ -9,13 +9,24 @@ use std::any::Any;
 
 use ahash::AHashMap;
 
-use crate::config::Properties;
+use crate::config::{BackupPolicy, Config, Properties};
 use crate::partition::{PartitionId, ShardId};
-use crate::payload::{access, encode_into, Bytes};
+use crate::payload::{access, encode, encode_into, Bytes};
 use crate::spi::{
-    MemberInfo, OpContext, OpError, OpId, Operation, Operations, ReplicaIndex, Service,
-    ServiceContext, ServiceError, ServiceId,
+    MemberInfo, OpContext, OpError, OpId, Operation, Operations, ReplicaIndex, ReplicationEvent,
+    Service, ServiceContext, ServiceError, ServiceId,
 };
+
+/// Why an operation runs on this shard.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// As the partition's owner: a write produces its backup.
+    Owner,
+    /// As a backup replica applying the owner's backup operation.
+    Backup,
+    /// As a backup replica answering a read (`read-backup-data`).
+    BackupRead,
+}
 
 /// Where an operation runs on a shard.
 pub(crate) struct Target<'a> {
@@ -24,18 +35,65 @@ pub(crate) struct Target<'a> {
     /// The partition's index in the shard's dense container array.
     pub local: usize,
     pub replica: ReplicaIndex,
+    pub mode: Mode,
     pub member: &'a MemberInfo,
 }
 
+/// The backup an operation asked for, with the replica counts in effect for it.
+pub(crate) struct BackupWork {
+    pub service: ServiceId,
+    pub op: OpId,
+    pub payload: Bytes,
+    pub sync: u8,
+    pub async_: u8,
+}
+
 /// Runs one operation type against an erased slot: validate the payload in place, run, archive
-/// the response into `out`.
-pub(crate) type OpFn =
-    fn(&mut dyn ErasedSlot, &Target<'_>, &[u8], &mut Bytes) -> Result<(), OpError>;
+/// the response into `out`; as the owner, the backup it asks for.
+pub(crate) type OpFn = fn(
+    &mut dyn ErasedSlot,
+    &Target<'_>,
+    &[u8],
+    &mut Bytes,
+) -> Result<Option<BackupWork>, OpError>;
+
+/// A service's replica policies: its own, and per object.
+#[derive(Clone, Debug)]
+pub(crate) struct Policies {
+    base: BackupPolicy,
+    objects: AHashMap<String, BackupPolicy>,
+}
+
+impl Policies {
+    pub fn of(config: &Config, service: &str) -> Self {
+        let objects = config
+            .service(service)
+            .map(|s| {
+                s.objects
+                    .iter()
+                    .map(|o| (o.name.clone(), config.policy(service, Some(&o.name))))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Self {
+            base: config.policy(service, None),
+            objects,
+        }
+    }
+
+    pub fn get(&self, object: Option<&str>) -> BackupPolicy {
+        object
+            .and_then(|name| self.objects.get(name))
+            .copied()
+            .unwrap_or(self.base)
+    }
+}
 
 /// A started service and its containers, one per partition the shard holds.
 pub(crate) struct ServiceSlot<S: Service> {
     pub service: S,
     pub containers: Vec<S::Container>,
+    pub policies: Policies,
 }
 
 /// What the shard does to a service without knowing its type.
@@ -47,6 +105,14 @@ pub(crate) trait ErasedSlot {
     /// The service's `reset`, then every container cleared.
     fn reset(&mut self);
     fn membership_changed(&mut self, event: &crate::spi::MembershipEvent);
+    /// The archived replica data of one partition (`None`: nothing to hold).
+    fn snapshot(&self, local: usize, event: &ReplicationEvent) -> Result<Option<Bytes>, OpError>;
+    /// Replaces one partition's container with archived replica data (`None`: empty).
+    fn install(&mut self, local: usize, data: Option<&[u8]>) -> Result<(), OpError>;
+    /// Empties one partition's container.
+    fn clear(&mut self, local: usize);
+    /// The replica policy of the service, or of its object `object`.
+    fn policy(&self, object: Option<&str>) -> BackupPolicy;
 }
 
 impl<S: Service> ErasedSlot for ServiceSlot<S> {
@@ -78,6 +144,49 @@ impl<S: Service> ErasedSlot for ServiceSlot<S> {
         self.service.reset();
         self.containers.iter_mut().for_each(S::clear_replica);
     }
+
+    fn snapshot(&self, local: usize, event: &ReplicationEvent) -> Result<Option<Bytes>, OpError> {
+        let Some(container) = self.containers.get(local) else {
+            return Ok(None);
+        };
+        S::replica_data(container, event)
+            .map(|data| {
+                encode(&data).map_err(|e| OpError::Encode {
+                    what: "replica data",
+                    reason: e.to_string(),
+                })
+            })
+            .transpose()
+    }
+
+    fn install(&mut self, local: usize, data: Option<&[u8]>) -> Result<(), OpError> {
+        let Some(container) = self.containers.get_mut(local) else {
+            return Ok(());
+        };
+        S::clear_replica(container);
+        if let Some(data) = data {
+            // Nested in a snapshot, the bytes need not be aligned: copy them to read in place.
+            let mut aligned = Bytes::with_capacity(data.len());
+            aligned.extend_from_slice(data);
+            let archived = access::<S::ReplicaData>(&aligned).map_err(|e| OpError::MalformedPayload {
+                service: S::ID,
+                op: OpId(0),
+                reason: format!("replica data: {e}"),
+            })?;
+            S::apply_replica_data(container, archived);
+        }
+        Ok(())
+    }
+
+    fn clear(&mut self, local: usize) {
+        if let Some(container) = self.containers.get_mut(local) {
+            S::clear_replica(container);
+        }
+    }
+
+    fn policy(&self, object: Option<&str>) -> BackupPolicy {
+        self.policies.get(object)
+    }
 }
 
 pub(crate) fn run_op<O: Operation>(
@@ -85,7 +194,7 @@ pub(crate) fn run_op<O: Operation>(
     target: &Target<'_>,
     payload: &[u8],
     out: &mut Bytes,
-) -> Result<(), OpError> {
+) -> Result<Option<BackupWork>, OpError> {
     let service_id = <O::Service as Service>::ID;
     let slot = slot
         .as_any_mut()
@@ -99,6 +208,14 @@ pub(crate) fn run_op<O: Operation>(
         op: O::ID,
         reason: e.to_string(),
     })?;
+    let policy = slot.policies.get(O::object_name(op));
+    if target.mode == Mode::BackupRead && !(O::READS_ONLY && policy.read_backup_data) {
+        // Not readable here: the caller asks the owner.
+        return Err(OpError::WrongTarget {
+            partition: target.partition,
+            version: 0,
+        });
+    }
     let container = slot
         .containers
         .get_mut(target.local)
@@ -117,11 +234,40 @@ pub(crate) fn run_op<O: Operation>(
     encode_into(&response, out).map_err(|e| OpError::Encode {
         what: "response",
         reason: e.to_string(),
-    })
+    })?;
+    if target.mode != Mode::Owner || !O::should_backup(op, &response) {
+        return Ok(None);
+    }
+    let Some(backup) = O::backup_operation(op, &response) else {
+        return Ok(None);
+    };
+    let payload = match backup.payload {
+        Ok(payload) => payload,
+        Err(e) => {
+            // The write happened; its backups will be repaired by anti-entropy.
+            tracing::error!(service = %service_id, op = %O::ID, error = %e, "backup operation not sent");
+            return Ok(None);
+        }
+    };
+    Ok(Some(BackupWork {
+        service: backup.service,
+        op: backup.op,
+        payload,
+        sync: O::sync_backup_count(op).unwrap_or(policy.sync),
+        async_: O::async_backup_count(op).unwrap_or(policy.async_),
+    }))
 }
 
 /// Starts a service on a shard: `init`, then one default container per partition slot.
-type StartFn = fn(&ServiceContext, &Properties, usize) -> Result<Box<dyn ErasedSlot>, ServiceError>;
+type StartFn = fn(
+    &ServiceContext,
+    &Properties,
+    usize,
+    Policies,
+) -> Result<Box<dyn ErasedSlot>, ServiceError>;
+
+/// A registered operation's entry: id, type name, how to run it, whether it only reads.
+type OpEntry = (OpId, &'static str, OpFn, bool);
 
 /// How to start one service on a shard; cloned into every shard thread.
 #[derive(Clone)]
@@ -129,7 +275,7 @@ pub(crate) struct ServiceFactory {
     pub name: &'static str,
     pub id: ServiceId,
     start: StartFn,
-    ops: Vec<(OpId, &'static str, OpFn)>,
+    ops: Vec<OpEntry>,
 }
 
 impl ServiceFactory {
@@ -146,11 +292,11 @@ impl ServiceFactory {
 
     /// Whether two operations of this service share an id; names both when they do.
     pub fn duplicate_op(&self) -> Option<(OpId, &'static str, &'static str)> {
-        self.ops.iter().enumerate().find_map(|(i, (id, name, _))| {
+        self.ops.iter().enumerate().find_map(|(i, (id, name, _, _))| {
             self.ops[..i]
                 .iter()
-                .find(|(other, _, _)| other == id)
-                .map(|(_, first, _)| (*id, *first, *name))
+                .find(|(other, _, _, _)| other == id)
+                .map(|(_, first, _, _)| (*id, *first, *name))
         })
     }
 
@@ -159,8 +305,9 @@ impl ServiceFactory {
         ctx: &ServiceContext,
         properties: &Properties,
         slots: usize,
+        policies: Policies,
     ) -> Result<Box<dyn ErasedSlot>, ServiceError> {
-        (self.start)(ctx, properties, slots)
+        (self.start)(ctx, properties, slots, policies)
     }
 }
 
@@ -168,12 +315,14 @@ fn start_slot<S: Service>(
     ctx: &ServiceContext,
     properties: &Properties,
     slots: usize,
+    policies: Policies,
 ) -> Result<Box<dyn ErasedSlot>, ServiceError> {
     let service = S::init(ctx, properties)?;
     let containers = (0..slots).map(|_| S::Container::default()).collect();
     Ok(Box::new(ServiceSlot {
         service,
         containers,
+        policies,
     }))
 }
 
@@ -182,6 +331,7 @@ fn start_slot<S: Service>(
 pub(crate) struct Handler {
     pub slot: usize,
     pub run: OpFn,
+    pub reads_only: bool,
 }
 
 /// `(service, op)` → handler, for the services started on one shard.
@@ -194,9 +344,13 @@ pub(crate) struct Dispatch {
 impl Dispatch {
     pub fn add(&mut self, slot: usize, factory: &ServiceFactory) {
         self.slots_by_service.insert(factory.id, slot);
-        for (op, _, run) in &factory.ops {
-            self.handlers
-                .insert((factory.id, *op), Handler { slot, run: *run });
+        for (op, _, run, reads_only) in &factory.ops {
+            let handler = Handler {
+                slot,
+                run: *run,
+                reads_only: *reads_only,
+            };
+            self.handlers.insert((factory.id, *op), handler);
         }
     }
 
@@ -209,5 +363,18 @@ impl Dispatch {
 
     pub fn slot_of(&self, service: ServiceId) -> Option<usize> {
         self.slots_by_service.get(&service).copied()
+    }
+
+    /// The service whose slot is `slot`.
+    pub fn service_of(&self, slot: usize) -> Option<ServiceId> {
+        self.slots_by_service
+            .iter()
+            .find(|(_, s)| **s == slot)
+            .map(|(id, _)| *id)
+    }
+
+    /// Whether `(service, op)` is registered as an operation that only reads.
+    pub fn reads_only(&self, service: ServiceId, op: OpId) -> bool {
+        self.handlers.get(&(service, op)).is_some_and(|h| h.reads_only)
     }
 }

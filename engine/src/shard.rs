@@ -22,16 +22,22 @@ use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 
 use crate::config::Config;
 use crate::doorbell::{Bell, Doorbell};
-use crate::extension::{Extension, Router, ShardContext};
+use crate::extension::{Acks, Extension, Router, ShardContext};
 use crate::invocation::Invoker;
 use crate::member::StartError;
 use crate::object;
 use crate::partition::{PartitionCount, PartitionId, ShardCount, ShardId};
 use crate::payload::Bytes;
-use crate::registry::{Dispatch, ErasedSlot, ServiceFactory, Target};
+use crate::registry::{BackupWork, Dispatch, ErasedSlot, Mode, Policies, ServiceFactory, Target};
+use crate::replica::{
+    classify, ArchivedPartitionSnapshot, BackupApplied, CallId, NamespaceSnapshot,
+    PartitionSnapshot, ReplicaState, Replication,
+};
+use crate::table::MAX_REPLICAS;
 use crate::reply::{Answer, Completion, Pending, Reply};
 use crate::spi::{
-    MemberInfo, MembershipEvent, OpError, OpId, ReplicaIndex, ServiceContext, ServiceId,
+    MemberInfo, MembershipEvent, OpError, OpId, ReplicaIndex, ReplicationEvent, ServiceContext,
+    ServiceId,
 };
 
 /// Identifies one running member inside this process (the address of its shared invoker state),
@@ -152,6 +158,8 @@ pub(crate) struct ShardCore {
     pub dispatch: Dispatch,
     /// Per local partition: the objects whose name hashes there (their home partition).
     pub objects: Vec<AHashSet<(ServiceId, String)>>,
+    /// Per local partition: namespace versions and remembered answers.
+    pub replicas: Vec<ReplicaState>,
 }
 
 impl ShardCore {
@@ -171,7 +179,8 @@ impl ShardCore {
                 .config
                 .service(factory.name)
                 .map_or(&empty, |s| &s.properties);
-            let slot = factory.start(&ctx, properties, local_slots).map_err(|e| {
+            let policies = Policies::of(&spec.config, factory.name);
+            let slot = factory.start(&ctx, properties, local_slots, policies).map_err(|e| {
                 StartError::ServiceInit {
                     service: factory.name.to_owned(),
                     shard: spec.shard,
@@ -186,9 +195,12 @@ impl ShardCore {
             shard: spec.shard,
             shards: spec.shards,
             partitions: spec.partitions,
+            objects: (0..local_slots).map(|_| AHashSet::new()).collect(),
+            replicas: (0..local_slots)
+                .map(|_| ReplicaState::new(slots.len() + 1, spec.config.backups.dedup_window as usize))
+                .collect(),
             slots,
             dispatch,
-            objects: (0..local_slots).map(|_| AHashSet::new()).collect(),
         })
     }
 
@@ -209,7 +221,9 @@ impl ShardCore {
         Ok(self.shards.local_index(partition))
     }
 
-    /// Runs one operation on one of this shard's partitions, archiving the response into `out`.
+    /// Runs one operation on one of this shard's partitions as its owner, archiving the response
+    /// into `out`; returns the backup its replicas must apply, if it wrote. A call already
+    /// answered (`call` remembered) is answered again, not run.
     pub fn execute(
         &mut self,
         partition: PartitionId,
@@ -217,17 +231,121 @@ impl ShardCore {
         op: OpId,
         payload: &[u8],
         out: &mut Bytes,
+        call: Option<CallId>,
+    ) -> Result<Option<Replication>, OpError> {
+        let local = self.local_index(partition)?;
+        if let Some(answer) = call.and_then(|c| self.replicas[local].dedup.get(&c)) {
+            out.clear();
+            out.extend_from_slice(answer);
+            return Ok(None);
+        }
+        let work = self.run(partition, local, service, op, payload, out, Mode::Owner, ReplicaIndex::PRIMARY)?;
+        let Some(work) = work else {
+            return Ok(None);
+        };
+        let ns = self.namespace(work.service)?;
+        let state = &mut self.replicas[local];
+        let slots = (usize::from(work.sync) + usize::from(work.async_)).min(MAX_REPLICAS - 1);
+        for v in &mut state.versions[ns][1..=slots] {
+            *v += 1;
+        }
+        let versions = state.versions[ns];
+        let response = match call {
+            Some(call) => {
+                state.dedup.insert(call, out.clone());
+                out.clone()
+            }
+            None => Bytes::new(),
+        };
+        Ok(Some(Replication {
+            partition,
+            service: work.service,
+            op: work.op,
+            payload: work.payload,
+            sync: work.sync,
+            async_: work.async_,
+            versions,
+            call,
+            response,
+        }))
+    }
+
+    /// Runs a read-only operation on a partition this member holds replica `replica` of (a
+    /// backup), when its service allows reading backups.
+    ///
+    /// Errors: `WrongTarget` when the operation or its service does not allow it.
+    pub fn read_backup(
+        &mut self,
+        partition: PartitionId,
+        service: ServiceId,
+        op: OpId,
+        payload: &[u8],
+        out: &mut Bytes,
+        replica: ReplicaIndex,
     ) -> Result<(), OpError> {
         let local = self.local_index(partition)?;
+        if service == object::ENGINE_SERVICE || !self.dispatch.reads_only(service, op) {
+            return Err(OpError::WrongTarget { partition, version: 0 });
+        }
+        self.run(partition, local, service, op, payload, out, Mode::BackupRead, replica)
+            .map(|_| ())
+    }
+
+    /// Applies the owner's backup operation `version` of namespace `service` on this backup
+    /// replica, if it follows the replica's version; remembers the call's answer.
+    #[allow(clippy::too_many_arguments)]
+    pub fn apply_backup(
+        &mut self,
+        partition: PartitionId,
+        service: ServiceId,
+        op: OpId,
+        payload: &[u8],
+        version: u64,
+        call: Option<CallId>,
+        response: &[u8],
+        replica: ReplicaIndex,
+    ) -> Result<BackupApplied, OpError> {
+        let local = self.local_index(partition)?;
+        let ns = self.namespace(service)?;
+        let slot = usize::from(replica.0).min(MAX_REPLICAS - 1);
+        let have = self.replicas[local].versions[ns][slot];
+        let outcome = classify(have, version);
+        if outcome == BackupApplied::Applied {
+            let mut out = Bytes::new();
+            self.run(partition, local, service, op, payload, &mut out, Mode::Backup, replica)?;
+            let state = &mut self.replicas[local];
+            state.versions[ns][slot] = version;
+            if let Some(call) = call {
+                let mut answer = Bytes::with_capacity(response.len());
+                answer.extend_from_slice(response);
+                state.dedup.insert(call, answer);
+            }
+        }
+        Ok(outcome)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn run(
+        &mut self,
+        partition: PartitionId,
+        local: usize,
+        service: ServiceId,
+        op: OpId,
+        payload: &[u8],
+        out: &mut Bytes,
+        mode: Mode,
+        replica: ReplicaIndex,
+    ) -> Result<Option<BackupWork>, OpError> {
         if service == object::ENGINE_SERVICE {
-            return object::run_engine_op(self, local, op, payload, out);
+            return object::run_engine_op(self, partition, local, op, payload, out, mode);
         }
         let handler = self.dispatch.handler(service, op)?;
         let target = Target {
             partition,
             shard: self.shard,
             local,
-            replica: ReplicaIndex::PRIMARY,
+            replica,
+            mode,
             member: &self.member,
         };
         let slot = self
@@ -237,19 +355,145 @@ impl ShardCore {
         (handler.run)(slot.as_mut(), &target, payload, out)
     }
 
-    /// Runs one operation on every partition this shard holds, in partition order.
+    /// The index of `service`'s namespace in a partition's versions: its slot, or the object
+    /// registry's (after the slots).
+    fn namespace(&self, service: ServiceId) -> Result<usize, OpError> {
+        if service == object::ENGINE_SERVICE {
+            return Ok(self.slots.len());
+        }
+        self.dispatch
+            .slot_of(service)
+            .ok_or(OpError::UnknownService { service })
+    }
+
+    fn namespace_id(&self, ns: usize) -> ServiceId {
+        self.dispatch.service_of(ns).unwrap_or(object::ENGINE_SERVICE)
+    }
+
+    /// `(service id, version)` of every namespace of `partition`, for replica slot `replica`.
+    pub fn versions(
+        &self,
+        partition: PartitionId,
+        replica: ReplicaIndex,
+    ) -> Result<Vec<(u16, u64)>, OpError> {
+        let local = self.local_index(partition)?;
+        let slot = usize::from(replica.0).min(MAX_REPLICAS - 1);
+        Ok(self.replicas[local]
+            .versions
+            .iter()
+            .enumerate()
+            .map(|(ns, v)| (self.namespace_id(ns).0, v[slot]))
+            .collect())
+    }
+
+    /// The namespaces `namespaces` (every one when empty) of `partition`, with their versions
+    /// for replica slot `replica` and the remembered answers, for that backup replica.
+    pub fn snapshot(
+        &self,
+        partition: PartitionId,
+        namespaces: &[u16],
+        replica: ReplicaIndex,
+    ) -> Result<PartitionSnapshot, OpError> {
+        let local = self.local_index(partition)?;
+        let event = ReplicationEvent {
+            partition,
+            replica_index: replica,
+        };
+        let slot = usize::from(replica.0).min(MAX_REPLICAS - 1);
+        let mut out = Vec::new();
+        for (ns, versions) in self.replicas[local].versions.iter().enumerate() {
+            let version = &versions[slot];
+            let id = self.namespace_id(ns);
+            if !namespaces.is_empty() && !namespaces.contains(&id.0) {
+                continue;
+            }
+            let data = match self.slots.get(ns) {
+                Some(slot) => slot.snapshot(local, &event)?,
+                None => Some(object::records_snapshot(self, local)?),
+            };
+            out.push(NamespaceSnapshot {
+                service: id.0,
+                version: *version,
+                data: data.map(|d| d.to_vec()),
+            });
+        }
+        Ok(PartitionSnapshot {
+            partition: partition.0,
+            namespaces: out,
+            dedup: self.replicas[local].dedup.entries(),
+        })
+    }
+
+    /// Replaces this replica's namespaces with a snapshot's (taken for replica slot `replica`),
+    /// and adopts its remembered answers.
+    ///
+    /// Errors: a namespace or replica data that does not fit this member's services.
+    pub fn install(
+        &mut self,
+        snapshot: &ArchivedPartitionSnapshot,
+        replica: ReplicaIndex,
+    ) -> Result<(), OpError> {
+        let slot = usize::from(replica.0).min(MAX_REPLICAS - 1);
+        let partition = PartitionId(snapshot.partition.to_native());
+        let local = self.local_index(partition)?;
+        for ns in snapshot.namespaces.iter() {
+            let service = ServiceId(ns.service.to_native());
+            let index = self.namespace(service)?;
+            let data = ns.data.as_ref().map(|d| d.as_slice());
+            match self.slots.get_mut(index) {
+                Some(slot) => slot.install(local, data)?,
+                None => object::install_records(self, local, data)?,
+            }
+            self.replicas[local].versions[index][slot] = ns.version.to_native();
+        }
+        for e in snapshot.dedup.iter() {
+            let call = CallId {
+                caller: e.0.to_native(),
+                call: e.1.to_native(),
+            };
+            let mut answer = Bytes::with_capacity(e.2.len());
+            answer.extend_from_slice(e.2.as_slice());
+            self.replicas[local].dedup.insert(call, answer);
+        }
+        Ok(())
+    }
+
+    /// This member holds no replica of `partition` any more: drop its data.
+    pub fn drop_replica(&mut self, partition: PartitionId) {
+        let Ok(local) = self.local_index(partition) else {
+            return;
+        };
+        for slot in &mut self.slots {
+            slot.clear(local);
+        }
+        if let Some(records) = self.objects.get_mut(local) {
+            records.clear();
+        }
+        self.replicas[local].clear();
+    }
+
+    /// This member became the owner of `partition`: its writes start a new epoch.
+    pub fn became_owner(&mut self, partition: PartitionId) {
+        if let Ok(local) = self.local_index(partition) {
+            self.replicas[local].next_epoch();
+        }
+    }
+
+    /// Runs one operation on every partition this shard holds, in partition order, as owner.
     pub fn execute_all(
         &mut self,
         service: ServiceId,
         op: OpId,
         payload: &[u8],
-    ) -> PartitionReplies {
+    ) -> Vec<(PartitionId, Result<Bytes, OpError>, Option<Replication>)> {
         self.shards
             .partitions_of(self.shard, self.partitions)
             .map(|p| {
                 let mut out = Bytes::new();
-                let result = self.execute(p, service, op, payload, &mut out);
-                (p, result.map(|()| out))
+                match self.execute(p, service, op, payload, &mut out, None) {
+                    Ok(r) => (p, Ok(out), r),
+                    Err(e) => (p, Err(e), None),
+                }
             })
             .collect()
     }
@@ -272,6 +516,9 @@ impl ShardCore {
         }
         for records in &mut self.objects {
             records.clear();
+        }
+        for state in &mut self.replicas {
+            state.clear();
         }
     }
 }
@@ -314,6 +561,92 @@ pub(crate) fn with_current_core<R>(f: impl FnOnce(&mut ShardCore) -> R) -> Optio
         let mut core = current.as_ref()?.core.try_borrow_mut().ok()?;
         Some(f(&mut core))
     })
+}
+
+/// Runs an operation this member owns on the shard this thread runs (whichever member), and
+/// sends its backup through the shard's router: the answer, and the acks to await before giving
+/// it.
+pub(crate) fn run_owned_here(
+    partition: PartitionId,
+    service: ServiceId,
+    op: OpId,
+    payload: &[u8],
+    call: Option<CallId>,
+) -> (Answer, Option<Acks>) {
+    let found = CURRENT.with(|current| {
+        let current = current.try_borrow().ok()?;
+        let current = current.as_ref()?;
+        Some((current.core.clone(), current.router.clone()))
+    });
+    match found {
+        Some((core, router)) => run_owned(&core, router.as_ref(), partition, service, op, payload, call),
+        None => (
+            Err(OpError::Unavailable {
+                partition,
+                reason: "not called on a shard".into(),
+            }),
+            None,
+        ),
+    }
+}
+
+/// Runs an operation as the partition's owner on `core` and hands its backup to `router`.
+pub(crate) fn run_owned(
+    core: &RefCell<ShardCore>,
+    router: Option<&Rc<dyn Router>>,
+    partition: PartitionId,
+    service: ServiceId,
+    op: OpId,
+    payload: &[u8],
+    call: Option<CallId>,
+) -> (Answer, Option<Acks>) {
+    let mut out = Bytes::new();
+    let result = match core.try_borrow_mut() {
+        Ok(mut core) => core.execute(partition, service, op, payload, &mut out, call),
+        Err(_) => Err(OpError::Unavailable {
+            partition,
+            reason: "the shard is busy with another operation".into(),
+        }),
+    };
+    match result {
+        Ok(replication) => {
+            let acks = replication.and_then(|r| router.and_then(|router| router.replicate(r)));
+            (Ok(out), acks)
+        }
+        Err(e) => (Err(e), None),
+    }
+}
+
+/// Answers `reply` now, or once `acks` resolve.
+fn answer_after(reply: Reply, answer: Answer, acks: Option<Acks>) {
+    match acks {
+        None => reply.send(answer),
+        Some(acks) => {
+            glommio::spawn_local(async move {
+                acks.await;
+                reply.send(answer);
+            })
+            .detach();
+        }
+    }
+}
+
+/// Tries a read on this shard's backup replica of `partition` (`read-backup-data`); `None` when
+/// it must go to the owner.
+fn read_from_backup(
+    core: &RefCell<ShardCore>,
+    router: &Rc<dyn Router>,
+    partition: PartitionId,
+    service: ServiceId,
+    op: OpId,
+    payload: &[u8],
+) -> Option<Bytes> {
+    let replica = router.replica_index(partition).filter(|r| r.is_backup())?;
+    let mut core = core.try_borrow_mut().ok()?;
+    let mut out = Bytes::new();
+    core.read_backup(partition, service, op, payload, &mut out, replica)
+        .ok()
+        .map(|()| out)
 }
 
 /// The router of shard `shard` of member `token` when this thread is that shard and it is part
@@ -535,15 +868,18 @@ fn handle(
             reply,
         } => match router.filter(|r| !r.is_local(partition)) {
             Some(router) => {
-                let answer = router.forward(partition, service, op, payload);
-                glommio::spawn_local(async move { reply.send(answer.await) }).detach();
+                if let Some(out) = read_from_backup(core, router, partition, service, op, &payload)
+                {
+                    reply.send(Ok(out));
+                } else {
+                    let answer = router.forward(partition, service, op, payload);
+                    glommio::spawn_local(async move { reply.send(answer.await) }).detach();
+                }
             }
             None => {
-                let mut out = Bytes::new();
-                let result = core
-                    .borrow_mut()
-                    .execute(partition, service, op, &payload, &mut out);
-                reply.send(result.map(|()| out));
+                let (answer, acks) =
+                    run_owned(core, router, partition, service, op, &payload, None);
+                answer_after(reply, answer, acks);
             }
         },
         ShardMsg::AllPartitions {
@@ -562,8 +898,8 @@ fn handle(
     None
 }
 
-/// Runs an all-partitions operation on this shard's partitions: here for those this member owns,
-/// forwarded to their owners for the rest.
+/// Runs an all-partitions operation on this shard's partitions: here for those this member owns
+/// (answered once their backups acked), forwarded to their owners for the rest.
 fn all_partitions(
     core: &Rc<RefCell<ShardCore>>,
     service: ServiceId,
@@ -572,40 +908,46 @@ fn all_partitions(
     reply: oneshot::Sender<PartitionReplies>,
     router: Option<&Rc<dyn Router>>,
 ) {
-    let Some(router) = router else {
-        let _ = reply.send(core.borrow_mut().execute_all(service, op, &payload));
-        return;
-    };
     let (shard, shards, count) = {
         let core = core.borrow();
         (core.shard, core.shards, core.partitions)
     };
     let mut replies = PartitionReplies::new();
-    let mut remote = Vec::new();
+    let mut waits: Vec<RemoteAnswer> = Vec::new();
     for p in shards.partitions_of(shard, count) {
-        if router.is_local(p) {
-            let mut out = Bytes::new();
-            let result = core
-                .borrow_mut()
-                .execute(p, service, op, &payload, &mut out);
-            replies.push((p, result.map(|()| out)));
-        } else {
-            remote.push((p, router.forward(p, service, op, payload.clone())));
+        match router {
+            Some(router) if !router.is_local(p) => {
+                let answer = router.forward(p, service, op, payload.clone());
+                waits.push(Box::pin(async move { (p, answer.await) }));
+            }
+            _ => {
+                let (answer, acks) = run_owned(core, router, p, service, op, &payload, None);
+                match acks {
+                    None => replies.push((p, answer)),
+                    Some(acks) => waits.push(Box::pin(async move {
+                        acks.await;
+                        (p, answer)
+                    })),
+                }
+            }
         }
     }
-    if remote.is_empty() {
+    if waits.is_empty() {
         let _ = reply.send(replies);
         return;
     }
     glommio::spawn_local(async move {
-        for (p, answer) in remote {
-            replies.push((p, answer.await));
+        for wait in waits {
+            replies.push(wait.await);
         }
         replies.sort_by_key(|(p, _)| *p);
         let _ = reply.send(replies);
     })
     .detach();
 }
+
+/// A partition's answer, once its backups acked or its owner answered.
+type RemoteAnswer = std::pin::Pin<Box<dyn std::future::Future<Output = (PartitionId, Answer)>>>;
 
 /// Where shard `shard` runs: pinned to its own CPU only when asked and when there are enough.
 pub(crate) fn placement(config: &Config, shard: ShardId, shards: ShardCount) -> Placement {

@@ -101,6 +101,12 @@ impl fmt::Display for OpId {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ReplicaIndex(pub u8);
 
+impl fmt::Display for ReplicaIndex {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "replica {}", self.0)
+    }
+}
+
 impl ReplicaIndex {
     /// The owner's slot.
     pub const PRIMARY: ReplicaIndex = ReplicaIndex(0);
@@ -277,7 +283,8 @@ impl OpError {
 /// `sync_backup_count` replicas that must ack before the caller is answered, and to
 /// `async_backup_count` more, fire and forget. With fewer members than replicas, fewer backups
 /// are sent. A backup operation is itself an `Operation` of the same service, registered like any
-/// other, and runs with a backup [`ReplicaIndex`] in its context.
+/// other, and runs with a backup [`ReplicaIndex`] in its context, on the backup replicas in the
+/// order the owner ran the writes.
 pub trait Operation: Payload {
     /// The service whose containers this operation runs against.
     type Service: Service;
@@ -294,6 +301,16 @@ pub trait Operation: Payload {
         op: &Archived<Self>,
         ctx: &mut OpContext<'_, Self::Service>,
     ) -> Result<Self::Response, OpError>;
+
+    /// True for an operation that changes nothing: with `read-backup-data` on, a member holding
+    /// a backup replica may run it there instead of asking the owner.
+    const READS_ONLY: bool = false;
+
+    /// The object the operation acts on, when its replica counts may be set per object
+    /// (`[[services.objects]]`, a map by name); `None` uses the service's.
+    fn object_name(_op: &Archived<Self>) -> Option<&str> {
+        None
+    }
 
     /// Sync backups this operation asks for; `None` takes the configured `backup-count`.
     fn sync_backup_count(_op: &Archived<Self>) -> Option<u8> {
@@ -485,7 +502,7 @@ pub trait Service: Sized + 'static {
 
 /// The operations a service registers; passed to [`Service::operations`].
 pub struct Operations<S: Service> {
-    pub(crate) entries: Vec<(OpId, &'static str, OpFn)>,
+    pub(crate) entries: Vec<(OpId, &'static str, OpFn, bool)>,
     _service: PhantomData<fn() -> S>,
 }
 
@@ -503,6 +520,7 @@ impl<S: Service> Operations<S> {
             O::ID,
             std::any::type_name::<O>(),
             crate::registry::run_op::<O>,
+            O::READS_ONLY,
         ));
         self
     }

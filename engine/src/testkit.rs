@@ -13,7 +13,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use crate::config::Properties;
 use crate::partition::{PartitionCount, PartitionId, ShardCount, ShardId};
 use crate::payload::{access, decode, encode, Bytes};
-use crate::registry::{ErasedSlot, OpFn, ServiceSlot, Target};
+use crate::registry::{ErasedSlot, Mode, OpFn, Policies, ServiceSlot, Target};
 use crate::spi::{
     MemberInfo, MigrationEndpoint, MigrationEvent, OpError, OpId, Operation, Operations,
     ReplicaIndex, ReplicationEvent, Service, ServiceContext, ServiceError,
@@ -22,7 +22,7 @@ use crate::spi::{
 /// One partition replica of service `S`: a service instance and the partition's container.
 pub struct PartitionHarness<S: Service> {
     slot: ServiceSlot<S>,
-    ops: Vec<(OpId, &'static str, OpFn)>,
+    ops: Vec<(OpId, &'static str, OpFn, bool)>,
     member: MemberInfo,
     partition: PartitionId,
     replica: ReplicaIndex,
@@ -57,6 +57,7 @@ impl<S: Service> PartitionHarness<S> {
             slot: ServiceSlot {
                 service: S::init(&ctx, properties)?,
                 containers: vec![S::Container::default()],
+                policies: Policies::of(&crate::Config::default(), S::NAME),
             },
             ops: ops.entries,
             member,
@@ -202,14 +203,19 @@ impl<S: Service> PartitionHarness<S> {
         let run = self
             .ops
             .iter()
-            .find(|(id, _, _)| *id == op)
-            .map(|(_, _, run)| *run)
+            .find(|(id, _, _, _)| *id == op)
+            .map(|(_, _, run, _)| *run)
             .ok_or(OpError::UnknownOperation { service: S::ID, op })?;
         let target = Target {
             partition: self.partition,
             shard: ShardId(0),
             local: 0,
             replica: self.replica,
+            mode: if self.replica.is_backup() {
+                Mode::Backup
+            } else {
+                Mode::Owner
+            },
             member: &self.member,
         };
         let mut out = Bytes::new();

@@ -198,6 +198,11 @@ impl Writer {
         self.closed.get()
     }
 
+    /// Bytes queued and not yet handed to the socket.
+    pub fn queued(&self) -> usize {
+        self.buf.borrow().len()
+    }
+
     /// Writes queued frames until closed or a write fails.
     pub async fn run(self: Rc<Self>, mut stream: TcpStream) {
         let mut out = AlignedVec::new();
@@ -359,7 +364,6 @@ pub struct Outbound {
     addr: SocketAddr,
     writer: Rc<Writer>,
     pending: RefCell<AHashMap<u64, Rc<Slot<Response>>>>,
-    next: Cell<u64>,
 }
 
 impl Outbound {
@@ -379,7 +383,6 @@ impl Outbound {
             addr,
             writer,
             pending: RefCell::new(AHashMap::new()),
-            next: Cell::new(1),
         });
         let this = conn.clone();
         glommio::spawn_local(async move {
@@ -413,7 +416,7 @@ impl Outbound {
                     }
                 }
                 FrameKind::Control => on_control(decode_control(&payload, addr)?),
-                FrameKind::Request => {
+                FrameKind::Request | FrameKind::Replica => {
                     return Err(ConnError::Protocol {
                         addr,
                         reason: "request on an outbound connection".into(),
@@ -442,18 +445,39 @@ impl Outbound {
         self.writer.push_control(msg);
     }
 
-    /// Sends a request and waits for its response.
+    /// Sends a request and waits for its response. The header's correlation id must be unique
+    /// among this connection's calls in flight (callers number their calls).
     ///
     /// Errors: `Lost` if the connection closes first, `Frame` for a payload over the bound.
-    pub async fn call(&self, mut header: Header, payload: &[u8]) -> Response {
+    pub async fn call(&self, header: Header, payload: &[u8]) -> Response {
+        match self.start_call(header, payload) {
+            Ok(slot) => slot.take().await,
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Queues a request now (so requests leave in the order they were started) and returns
+    /// where its response will be put.
+    ///
+    /// Errors: `Lost` if the connection is closed, `Frame` for a payload over the bound,
+    /// `Protocol` for a correlation id already in flight.
+    pub fn start_call(&self, header: Header, payload: &[u8]) -> Result<Rc<Slot<Response>>, ConnError> {
         if self.is_closed() {
             return Err(ConnError::Lost { addr: self.addr });
         }
-        let correlation = self.next.get();
-        self.next.set(correlation.wrapping_add(1));
-        header.correlation = correlation;
+        let correlation = header.correlation;
         let slot = Slot::new();
-        self.pending.borrow_mut().insert(correlation, slot.clone());
+        if self
+            .pending
+            .borrow_mut()
+            .insert(correlation, slot.clone())
+            .is_some()
+        {
+            return Err(ConnError::Protocol {
+                addr: self.addr,
+                reason: format!("call {correlation} is already in flight"),
+            });
+        }
         if let Err(source) = self.writer.push(&header, payload) {
             self.pending.borrow_mut().remove(&correlation);
             return Err(ConnError::Frame {
@@ -461,7 +485,22 @@ impl Outbound {
                 source,
             });
         }
-        slot.take().await
+        Ok(slot)
+    }
+
+    /// Queues a frame that gets no response.
+    ///
+    /// Errors: `Frame` for a payload over the bound.
+    pub fn send(&self, header: &Header, payload: &[u8]) -> Result<(), ConnError> {
+        self.writer.push(header, payload).map_err(|source| ConnError::Frame {
+            addr: self.addr,
+            source,
+        })
+    }
+
+    /// Bytes queued for this connection and not yet written.
+    pub fn queued(&self) -> usize {
+        self.writer.queued()
     }
 
     /// Closes the connection.

@@ -9,7 +9,7 @@
 //! |---|---|---|
 //! | 0 | 4 | magic `CCF1` |
 //! | 4 | 4 | payload length (unpadded) |
-//! | 8 | 1 | kind (1 request, 2 response, 3 control) |
+//! | 8 | 1 | kind (1 request, 2 response, 3 control, 4 replica) |
 //! | 9 | 1 | flags |
 //! | 10 | 2 | status |
 //! | 12 | 4 | partition |
@@ -39,6 +39,9 @@ pub enum FrameKind {
     Response = 2,
     /// A control message (handshake, membership, table).
     Control = 3,
+    /// Replica traffic from a partition's owner to a backup: a backup operation, or the owner's
+    /// versions for the anti-entropy check (see `replica.rs`).
+    Replica = 4,
 }
 
 /// A frame's fixed header.
@@ -209,6 +212,7 @@ pub fn decode(buf: &[u8], max_payload: usize) -> Result<Option<Header>, FrameErr
         1 => FrameKind::Request,
         2 => FrameKind::Response,
         3 => FrameKind::Control,
+        4 => FrameKind::Replica,
         kind => return Err(FrameError::UnknownKind { kind }),
     };
     let reserved = u32::from_le_bytes(le(buf, 36));

@@ -7,8 +7,10 @@
 //! - [`membership`]: join, member list, master, failure detection and the partition table, as a
 //!   sans-IO state machine.
 //! - [`conn`]: handshake, batched writers, outbound request/response connections.
-//! - [`node`]: the runtime: per-shard listeners, routing to partition owners, the control plane
-//!   on shard 0, installed on a member or a smart client as the engine's extension.
+//! - [`replica`]: the payloads of replica frames (backup operations, owners' versions).
+//! - [`node`]: the runtime: per-shard listeners, routing to partition owners, backups to their
+//!   replicas (sync acks, async bounded), anti-entropy, the control plane on shard 0, installed
+//!   on a member or a smart client as the engine's extension.
 //! - [`cluster`]: starting a networked member or a smart client.
 //! - `sys` (private): duplicate descriptors and listening sockets.
 
@@ -17,6 +19,7 @@ pub mod conn;
 pub mod frame;
 pub mod membership;
 pub mod node;
+pub mod replica;
 mod sys;
 pub mod wire;
 

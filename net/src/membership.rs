@@ -80,11 +80,13 @@ pub struct Membership {
 }
 
 impl Membership {
-    /// A member that will join through `seeds` (its own address among them is ignored).
+    /// A member that will join through `seeds` (its own address among them is ignored), whose
+    /// table keeps `replica_slots` replicas per partition when it is the master.
     pub fn new(
         me: MemberEntry,
         seeds: impl IntoIterator<Item = SocketAddr>,
         partitions: PartitionCount,
+        replica_slots: usize,
         timing: Timing,
         now: Instant,
     ) -> Self {
@@ -100,7 +102,7 @@ impl Membership {
             joining_peers: BTreeSet::new(),
             members: Vec::new(),
             version: 0,
-            table: PartitionTable::empty(partitions),
+            table: PartitionTable::empty(partitions, replica_slots),
             last_heard: BTreeMap::new(),
             last_heartbeat: None,
             out: Vec::new(),
@@ -218,16 +220,16 @@ impl Membership {
                 let members = members.iter().filter_map(MemberEntry::from_wire).collect();
                 self.on_member_list(version, members, now);
             }
-            Control::Table { version, owners } => {
-                if version > self.table.version && owners.len() == self.table.owners.len() {
-                    self.table = PartitionTable {
-                        version,
-                        owners: owners
-                            .into_iter()
-                            .map(|id| (id != 0).then_some(MemberId(id)))
-                            .collect(),
-                    };
-                    self.out.push(Action::TableChanged(self.table.clone()));
+            Control::Table {
+                version,
+                depth,
+                replicas,
+            } => {
+                if version > self.table.version {
+                    if let Some(table) = table_from_wire(version, depth, &replicas, self.table.rows.len()) {
+                        self.table = table;
+                        self.out.push(Action::TableChanged(self.table.clone()));
+                    }
                 }
             }
             Control::Heartbeat { id, list_version } => {
@@ -411,9 +413,14 @@ impl Membership {
         self.publish(members);
     }
 
-    /// As master: a new member list, a table balanced over it, both sent to every member.
+    /// As master: a new member list, a table balanced over it, both sent to every member. When
+    /// members only left, the table is promoted (each partition's first live replica owns it);
+    /// when members joined, rebalanced.
     fn publish(&mut self, members: Vec<MemberEntry>) {
         let version = self.version + 1;
+        let joined = members
+            .iter()
+            .any(|m| !self.members.iter().any(|o| o.id == m.id));
         self.apply_list(version, members);
         let data: Vec<MemberId> = self
             .members
@@ -421,7 +428,11 @@ impl Membership {
             .filter(|m| !m.lite)
             .map(|m| m.id)
             .collect();
-        self.table = self.table.rebalance(&data);
+        self.table = if joined {
+            self.table.rebalance(&data)
+        } else {
+            self.table.promote(&data)
+        };
         self.out.push(Action::TableChanged(self.table.clone()));
         let (list, table) = (self.list_message(), self.table_message());
         self.broadcast(&list);
@@ -474,16 +485,42 @@ impl Membership {
 
     /// The partition table as a control message.
     pub fn table_message(&self) -> Control {
-        Control::Table {
-            version: self.table.version,
-            owners: self
-                .table
-                .owners
-                .iter()
-                .map(|o| o.map_or(0, |m| m.0))
-                .collect(),
-        }
+        table_message(&self.table)
     }
+}
+
+/// A partition table as a control message.
+pub fn table_message(table: &PartitionTable) -> Control {
+    Control::Table {
+        version: table.version,
+        depth: table.depth() as u8,
+        replicas: table
+            .rows
+            .iter()
+            .flatten()
+            .map(|o| o.map_or(0, |m| m.0))
+            .collect(),
+    }
+}
+
+/// The table a `Table` message carries, if it has `partitions` rows of 1..=7 slots.
+pub fn table_from_wire(
+    version: u64,
+    depth: u8,
+    replicas: &[u64],
+    partitions: usize,
+) -> Option<PartitionTable> {
+    let depth = usize::from(depth);
+    if !(1..=corecast_engine::table::MAX_REPLICAS).contains(&depth)
+        || replicas.len() != partitions.checked_mul(depth)?
+    {
+        return None;
+    }
+    let rows = replicas
+        .chunks(depth)
+        .map(|row| row.iter().map(|id| (*id != 0).then_some(MemberId(*id))).collect())
+        .collect();
+    Some(PartitionTable { version, rows })
 }
 
 #[cfg(test)]
@@ -529,7 +566,7 @@ mod tests {
             let seeds = seeds.iter().map(|s| entry(*s).addr);
             let p = PartitionCount::new(271).unwrap();
             self.nodes
-                .push((Membership::new(me, seeds, p, TIMING, self.now), true));
+                .push((Membership::new(me, seeds, p, 2, TIMING, self.now), true));
             self.nodes.len() - 1
         }
 
@@ -655,7 +692,7 @@ mod tests {
         let table = net.live().next().unwrap().table();
         assert_eq!(table.owned_by(dead), 0);
         assert!(
-            table.owners.iter().all(Option::is_some),
+            table.unowned() == 0,
             "no ownerless partition"
         );
     }

@@ -17,18 +17,20 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ahash::AHashMap;
-use corecast_engine::extension::{self, Extension, RemoteAnswer, Router, ShardContext};
+use corecast_engine::extension::{self, Acks, Extension, RemoteAnswer, Router, ShardContext};
 use corecast_engine::invocation::Invoker;
 use corecast_engine::partition::{PartitionCount, PartitionId, ShardCount, ShardId};
 use corecast_engine::payload::{self, Bytes};
-use corecast_engine::spi::{MemberInfo, MembershipEvent, OpError, OpId, ServiceId};
+use corecast_engine::replica::{BackupApplied, CallId, PartitionVersions, Replication, SyncRequest};
+use corecast_engine::spi::{MemberInfo, MembershipEvent, OpError, OpId, ReplicaIndex, ServiceId};
 use corecast_engine::table::{MemberId, PartitionTable};
 use corecast_engine::Config;
 use glommio::net::TcpStream;
 
-use crate::conn::{self, ConnError, Outbound, Writer};
+use crate::conn::{self, ConnError, Notify, Outbound, Writer};
 use crate::frame::{FrameKind, Header, ReadBuf};
-use crate::membership::{Action, Membership, Timing};
+use crate::membership::{table_from_wire, Action, Membership, Timing};
+use crate::replica::{decode_backup, encode_backup, BACKUP, VERSIONS};
 use crate::wire::{Control, MemberEntry, Role, Status, WireError};
 
 /// Why the network could not start.
@@ -74,6 +76,8 @@ pub struct MemberStatus {
     pub entry: MemberEntry,
     /// Partitions it owns.
     pub owned: usize,
+    /// Backup replicas it holds.
+    pub backups: usize,
     /// Whether it is the master.
     pub master: bool,
 }
@@ -114,6 +118,16 @@ pub struct Network {
     invocation_timeout: Duration,
     max_payload: usize,
     socket_buffer: usize,
+    /// Replica slots per partition in the tables this member publishes as master.
+    replica_slots: usize,
+    /// How long an owner waits for sync backups' acks.
+    ack_timeout: Duration,
+    /// How often owners send their versions to backups; `None`: never.
+    anti_entropy: Option<Duration>,
+    /// Bytes queued to a backup member past which async backups are dropped.
+    async_queue: usize,
+    /// Testing: the share (0..=100) of backup frames dropped instead of sent.
+    drop_backups_percent: u8,
     /// Control-plane state read by the embedded API (never on the operation path).
     shared: Mutex<Shared>,
 }
@@ -165,6 +179,12 @@ impl Network {
             invocation_timeout: n.invocation_timeout(),
             max_payload: n.max_frame_bytes(),
             socket_buffer: n.socket_buffer_kib as usize * 1024,
+            replica_slots: config.replica_slots(),
+            ack_timeout: config.backup_ack_timeout(),
+            anti_entropy: (config.backups.anti_entropy_interval_millis > 0)
+                .then(|| Duration::from_millis(config.backups.anti_entropy_interval_millis)),
+            async_queue: config.backups.async_queue_kib as usize * 1024,
+            drop_backups_percent: config.backups.failpoint_drop_backups_percent,
             shared: Mutex::new(Shared::default()),
         })
     }
@@ -295,12 +315,13 @@ impl Network {
                 .map(|m| MemberStatus {
                     entry: m.clone(),
                     owned: table.owned_by(m.id),
+                    backups: table.backups_of(m.id),
                     master: Some(m.id) == master,
                 })
                 .collect(),
             list_version,
             table_version: table.version,
-            unowned: table.owners.iter().filter(|o| o.is_none()).count(),
+            unowned: table.unowned(),
         };
         self.lock().status = status;
     }
@@ -404,6 +425,24 @@ struct ShardNet {
     listener: RefCell<Option<socket2::Socket>>,
     inbound: RefCell<Vec<std::rc::Weak<Writer>>>,
     stopped: std::cell::Cell<bool>,
+    /// The next call number of this shard's calls (shard index in the top 16 bits): unique
+    /// per caller, the same on every retry of a call.
+    next_call: std::cell::Cell<u64>,
+    /// Partitions whose backup replica on this shard is fetching the owner's state, with the
+    /// backup frames that arrived meanwhile (replayed, then acked, once it is in).
+    syncing: RefCell<AHashMap<u32, Vec<QueuedBackup>>>,
+    /// Rung when the table changed: the anti-entropy round runs at once.
+    entropy: Notify,
+    /// The failpoint's random state.
+    rng: std::cell::Cell<u64>,
+}
+
+/// A backup frame kept while its replica fetches the partition.
+struct QueuedBackup {
+    header: Header,
+    payload: Bytes,
+    /// Where its ack goes.
+    writer: Rc<Writer>,
 }
 
 struct Control0 {
@@ -421,6 +460,7 @@ impl ShardNet {
                     net.me(ctx.shards.get()),
                     net.seeds.iter().copied(),
                     ctx.partitions,
+                    net.replica_slots,
                     net.timing,
                     Instant::now(),
                 ))
@@ -437,7 +477,7 @@ impl ShardNet {
             view: RefCell::new(View {
                 members: Vec::new(),
                 list_version: 0,
-                table: PartitionTable::empty(ctx.partitions),
+                table: PartitionTable::empty(ctx.partitions, 1),
             }),
             conns: RefCell::new(AHashMap::new()),
             connecting: RefCell::new(AHashMap::new()),
@@ -445,6 +485,10 @@ impl ShardNet {
             listener: RefCell::new(None),
             inbound: RefCell::new(Vec::new()),
             stopped: std::cell::Cell::new(false),
+            next_call: std::cell::Cell::new(u64::from(ctx.shard.0) << 48),
+            syncing: RefCell::new(AHashMap::new()),
+            entropy: Notify::default(),
+            rng: std::cell::Cell::new(random_id() | 1),
         });
         SHARD.with(|s| *s.borrow_mut() = Some(sn.clone()));
         if net.role == Role::Member {
@@ -464,6 +508,9 @@ impl ShardNet {
         }
         if sn.control.is_some() {
             glommio::spawn_local(control_loop(sn.clone())).detach();
+        }
+        if net.role == Role::Member {
+            glommio::spawn_local(anti_entropy_loop(sn.clone())).detach();
         }
         sn
     }
@@ -592,19 +639,20 @@ impl ShardNet {
                     members.iter().filter_map(MemberEntry::from_wire).collect();
                 self.apply_everywhere(Some((members, version)), None);
             }
-            (None, Control::Table { version, owners }) => {
-                if version > self.view.borrow().table.version
-                    && owners.len() as u32 == self.partitions.get()
-                {
-                    let table = PartitionTable {
-                        version,
-                        owners: owners
-                            .into_iter()
-                            .map(|id| (id != 0).then_some(MemberId(id)))
-                            .collect(),
-                    };
-                    self.apply_everywhere(None, Some(table));
-                    self.net.set_joined();
+            (
+                None,
+                Control::Table {
+                    version,
+                    depth,
+                    replicas,
+                },
+            ) => {
+                let partitions = self.partitions.get() as usize;
+                if version > self.view.borrow().table.version {
+                    if let Some(table) = table_from_wire(version, depth, &replicas, partitions) {
+                        self.apply_everywhere(None, Some(table));
+                        self.net.set_joined();
+                    }
                 }
             }
             (None, _) => {}
@@ -721,11 +769,27 @@ impl ShardNet {
                 view.list_version = version;
             }
         }
-        if let Some(table) = table {
-            if table.version >= view.table.version {
-                view.table = table;
+        let Some(table) = table.filter(|t| t.version > view.table.version) else {
+            return;
+        };
+        let old = std::mem::replace(&mut view.table, table);
+        drop(view);
+        if self.net.role != Role::Member {
+            return;
+        }
+        // This shard's partitions: a new owner starts a version epoch; a member that holds no
+        // replica any more drops the data.
+        let me = self.net.id;
+        let view = self.view.borrow();
+        for p in self.shards.partitions_of(self.shard, self.partitions) {
+            let (was, now) = (old.replica_index(p, me), view.table.replica_index(p, me));
+            if now == Some(ReplicaIndex::PRIMARY) && was != now {
+                extension::became_owner(p);
+            } else if now.is_none() && was.is_some() {
+                extension::drop_replica(p);
             }
         }
+        self.entropy.notify();
     }
 
     /// Tells every shard's services and the embedded listeners who joined and who left.
@@ -765,6 +829,9 @@ impl ShardNet {
         let mut backoff = Duration::from_millis(1);
         let mut last = String::from("the partition has no owner yet");
         let mut target = String::from("none");
+        // One call id for every attempt: an owner (or the backup promoted in its place) that
+        // already ran the call answers it again instead of running it twice.
+        let call = self.next_call();
         loop {
             let (owner, version) = {
                 let view = self.view.borrow();
@@ -777,14 +844,23 @@ impl ShardNet {
             match owner {
                 Some(m) if m.id == self.net.id && self.net.role == Role::Member => {
                     let mut out = Bytes::new();
-                    return extension::execute_here(partition, service, op, &payload, &mut out)
-                        .map(|()| out);
+                    let id = CallId {
+                        caller: self.net.id.0,
+                        call,
+                    };
+                    let acks =
+                        extension::execute_here(partition, service, op, &payload, &mut out, Some(id))?;
+                    if let Some(acks) = acks {
+                        acks.await;
+                    }
+                    return Ok(out);
                 }
                 Some(m) => {
                     let addr = m.shard_addr(m.shard_of(partition));
                     target = addr.to_string();
                     let header = Header {
                         partition: partition.0,
+                        correlation: call,
                         table_version: version,
                         service: service.0,
                         op: op.0,
@@ -821,14 +897,9 @@ impl ShardNet {
                                     other => return Err(other),
                                 }
                             }
-                            // In flight when the connection died: it may have run; do not
-                            // run it twice.
-                            Some(Err(e @ ConnError::Lost { .. })) => {
-                                return Err(OpError::Unavailable {
-                                    partition,
-                                    reason: e.to_string(),
-                                })
-                            }
+                            // In flight when the connection died: it may have run. Retried with
+                            // the same call id, so the owner (or the backup that takes over)
+                            // answers it from what it remembers instead of running it again.
                             Some(Err(e)) => last = e.to_string(),
                         },
                         Err(e) => last = e.to_string(),
@@ -868,6 +939,17 @@ struct ShardRouter(Rc<ShardNet>);
 impl Router for ShardRouter {
     fn is_local(&self, partition: PartitionId) -> bool {
         self.0.is_local(partition)
+    }
+
+    fn replica_index(&self, partition: PartitionId) -> Option<ReplicaIndex> {
+        if self.0.net.role != Role::Member {
+            return None;
+        }
+        self.0.view.borrow().table.replica_index(partition, self.0.net.id)
+    }
+
+    fn replicate(&self, replication: Replication) -> Option<Acks> {
+        self.0.replicate(replication)
     }
 
     fn forward(
@@ -1048,7 +1130,7 @@ async fn serve_frames(
             match h.kind {
                 FrameKind::Request => {
                     out.clear();
-                    let (status, close) = sn.run_request(&h, payload, &mut out);
+                    let (status, close, acks) = sn.run_request(&h, payload, &mut out);
                     let reply = Header {
                         status: status as u16,
                         correlation: h.correlation,
@@ -1058,9 +1140,22 @@ async fn serve_frames(
                         op: h.op,
                         ..Header::new(FrameKind::Response)
                     };
-                    writer
-                        .push(&reply, &out)
-                        .map_err(|source| ConnError::Frame { addr: peer, source })?;
+                    match acks {
+                        None => writer
+                            .push(&reply, &out)
+                            .map_err(|source| ConnError::Frame { addr: peer, source })?,
+                        // Answered once the sync backups acked; meanwhile the next requests run.
+                        Some(acks) => {
+                            let (writer, body) = (writer.clone(), std::mem::take(&mut out));
+                            glommio::spawn_local(async move {
+                                acks.await;
+                                if let Err(e) = writer.push(&reply, &body) {
+                                    tracing::warn!(error = %e, "response not sent");
+                                }
+                            })
+                            .detach();
+                        }
+                    }
                     if let Some(reason) = close {
                         return Err(ConnError::Protocol { addr: peer, reason });
                     }
@@ -1068,6 +1163,11 @@ async fn serve_frames(
                 FrameKind::Control => {
                     let msg = conn::decode_control(payload, peer)?;
                     sn.on_control(msg, Some(writer));
+                }
+                FrameKind::Replica => {
+                    if let Err(reason) = sn.on_replica(&h, payload, writer) {
+                        return Err(ConnError::Protocol { addr: peer, reason });
+                    }
                 }
                 FrameKind::Response => {
                     return Err(ConnError::Protocol {
@@ -1089,9 +1189,15 @@ async fn serve_frames(
 }
 
 impl ShardNet {
-    /// Runs a request that arrived on this shard's port; returns the response status and, for
-    /// requests that break the protocol, why the connection must close.
-    fn run_request(&self, h: &Header, payload: &[u8], out: &mut Bytes) -> (Status, Option<String>) {
+    /// Runs a request that arrived on this shard's port; returns the response status, for
+    /// requests that break the protocol why the connection must close, and the sync backups'
+    /// acks to await before answering.
+    fn run_request(
+        &self,
+        h: &Header,
+        payload: &[u8],
+        out: &mut Bytes,
+    ) -> (Status, Option<String>, Option<Acks>) {
         let partition = PartitionId(h.partition);
         let result = if h.partition >= self.partitions.get() {
             Err(OpError::NoSuchPartition {
@@ -1109,10 +1215,14 @@ impl ShardNet {
                 version: self.view.borrow().table.version,
             })
         } else {
-            extension::execute_here(partition, ServiceId(h.service), OpId(h.op), payload, out)
+            let call = (h.caller != 0).then_some(CallId {
+                caller: h.caller,
+                call: h.correlation,
+            });
+            extension::execute_here(partition, ServiceId(h.service), OpId(h.op), payload, out, call)
         };
         match result {
-            Ok(()) => (Status::Ok, None),
+            Ok(acks) => (Status::Ok, None, acks),
             Err(e) => {
                 let close = matches!(
                     e,
@@ -1126,8 +1236,408 @@ impl ShardNet {
                     Ok(bytes) => out.extend_from_slice(&bytes),
                     Err(err) => tracing::warn!(error = %err, "error response not encoded"),
                 }
-                (Status::Error, close)
+                (Status::Error, close, None)
             }
         }
+    }
+}
+
+/// A sync backup's ack, or the connection to it (made in the background).
+type AckWait = std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>;
+
+impl ShardNet {
+    /// A call number unique to this caller, kept across a call's retries.
+    fn next_call(&self) -> u64 {
+        let call = self.next_call.get().wrapping_add(1);
+        self.next_call.set(call);
+        call
+    }
+
+    /// The failpoint: whether to drop this backup frame.
+    fn drop_backup(&self) -> bool {
+        let percent = self.net.drop_backups_percent;
+        if percent == 0 {
+            return false;
+        }
+        let mut x = self.rng.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.rng.set(x);
+        x % 100 < u64::from(percent)
+    }
+
+    /// Sends a write's backup to the partition's backup replicas: sync ones first (their acks
+    /// awaited, up to the ack timeout), then async ones (dropped when their connection has more
+    /// than `async-queue-kib` queued). Frames go out now, in the order the writes ran; a backup
+    /// member not connected yet is connected in the background.
+    fn replicate(self: &Rc<Self>, r: Replication) -> Option<Acks> {
+        let wanted = usize::from(r.sync) + usize::from(r.async_);
+        let (targets, table_version): (Vec<(ReplicaIndex, SocketAddr)>, u64) = {
+            let view = self.view.borrow();
+            let targets = view
+                .table
+                .backups(r.partition)
+                .filter(|(index, _)| usize::from(index.0) <= wanted)
+                .filter_map(|(index, id)| {
+                    let m = view.members.iter().find(|m| m.id == id)?;
+                    Some((index, m.shard_addr(m.shard_of(r.partition))))
+                })
+                .collect();
+            (targets, view.table.version)
+        };
+        let mut waits: Vec<AckWait> = Vec::new();
+        for (index, addr) in targets {
+            if self.drop_backup() {
+                continue;
+            }
+            let sync = index.0 <= r.sync;
+            let version = r.versions.get(usize::from(index.0)).copied().unwrap_or(0);
+            let call = r.call.map_or(0, |c| c.call);
+            let payload = encode_backup(version, call, &r.response, &r.payload);
+            let header = Header {
+                flags: BACKUP,
+                partition: r.partition.0,
+                correlation: if sync { self.next_call() } else { 0 },
+                table_version,
+                service: r.service.0,
+                op: r.op.0,
+                caller: r.call.map_or(0, |c| c.caller),
+                ..Header::new(FrameKind::Replica)
+            };
+            let open = self.conns.borrow().get(&addr).filter(|c| !c.is_closed()).cloned();
+            match open {
+                Some(c) if sync => match c.start_call(header, &payload) {
+                    Ok(slot) => waits.push(Box::pin(async move {
+                        if let Err(e) = slot.take().await {
+                            // The backup is gone: it does not count as a live one.
+                            tracing::debug!(%addr, error = %e, "sync backup lost");
+                        }
+                    })),
+                    Err(e) => tracing::debug!(%addr, error = %e, "sync backup not sent"),
+                },
+                Some(c) => {
+                    if c.queued() > self.net.async_queue {
+                        tracing::debug!(%addr, queued = c.queued(), "async backup dropped: the backup is behind");
+                    } else if let Err(e) = c.send(&header, &payload) {
+                        tracing::debug!(%addr, error = %e, "async backup not sent");
+                    }
+                }
+                None => {
+                    let this = self.clone();
+                    let send = async move {
+                        match this.connection(addr).await {
+                            Ok(c) if sync => {
+                                let _ = c.call(header, &payload).await;
+                            }
+                            Ok(c) => {
+                                let _ = c.send(&header, &payload);
+                            }
+                            Err(e) => tracing::debug!(%addr, error = %e, "backup member not reachable"),
+                        }
+                    };
+                    if sync {
+                        waits.push(Box::pin(send));
+                    } else {
+                        glommio::spawn_local(send).detach();
+                    }
+                }
+            }
+        }
+        if waits.is_empty() {
+            return None;
+        }
+        let (timeout, partition) = (self.net.ack_timeout, r.partition);
+        Some(Box::pin(async move {
+            let all = async {
+                for w in waits {
+                    w.await;
+                }
+                Ok(())
+            };
+            if glommio::timer::timeout(timeout, all).await.is_err() {
+                tracing::warn!(%partition, ?timeout, "a sync backup did not ack in time; answering the caller anyway");
+            }
+        }))
+    }
+
+    /// A replica frame from a partition's owner: a backup operation, or its versions. `Err`
+    /// names why the connection must close.
+    fn on_replica(self: &Rc<Self>, h: &Header, payload: &[u8], writer: &Rc<Writer>) -> Result<(), String> {
+        if h.partition >= self.partitions.get()
+            || self.shards.shard_of(PartitionId(h.partition)) != self.shard
+        {
+            return Err(format!("replica frame for partition {} on {}", h.partition, self.shard));
+        }
+        match h.flags {
+            BACKUP => {
+                decode_backup(payload)?;
+                let partition = h.partition;
+                if let Some(queue) = self.syncing.borrow_mut().get_mut(&partition) {
+                    queue.push(QueuedBackup {
+                        header: *h,
+                        payload: copy(payload),
+                        writer: writer.clone(),
+                    });
+                    return Ok(());
+                }
+                let gap = self.apply_backup(h, payload, writer);
+                if gap {
+                    self.syncing.borrow_mut().insert(
+                        partition,
+                        vec![QueuedBackup {
+                            header: *h,
+                            payload: copy(payload),
+                            writer: writer.clone(),
+                        }],
+                    );
+                    self.start_sync(PartitionId(partition));
+                }
+                Ok(())
+            }
+            VERSIONS => {
+                let list = payload::access::<Vec<PartitionVersions>>(payload)
+                    .map_err(|e| format!("malformed versions: {e}"))?;
+                for pv in list.iter() {
+                    let partition = PartitionId(pv.partition.to_native());
+                    let Some(replica) = self.replica_of(partition).filter(|r| r.is_backup()) else {
+                        continue;
+                    };
+                    let mine = extension::versions(partition, replica).unwrap_or_default();
+                    let differs = pv.versions.iter().any(|e| {
+                        let (service, version) = (e.0.to_native(), e.1.to_native());
+                        mine.iter().find(|m| m.0 == service).is_none_or(|m| m.1 != version)
+                    });
+                    if differs && !self.syncing.borrow().contains_key(&partition.0) {
+                        tracing::debug!(%partition, %replica, "replica out of step with its owner; fetching it");
+                        self.syncing.borrow_mut().insert(partition.0, Vec::new());
+                        self.start_sync(partition);
+                    }
+                }
+                Ok(())
+            }
+            flags => Err(format!("unknown replica frame flags {flags}")),
+        }
+    }
+
+    /// Which replica of `partition` this member holds.
+    fn replica_of(&self, partition: PartitionId) -> Option<ReplicaIndex> {
+        self.view.borrow().table.replica_index(partition, self.net.id)
+    }
+
+    /// Applies one backup frame (validated) and acks it; true when it leaves a gap (not acked:
+    /// the caller fetches the partition and replays it).
+    fn apply_backup(&self, h: &Header, payload: &[u8], writer: &Rc<Writer>) -> bool {
+        let partition = PartitionId(h.partition);
+        let Ok(parts) = decode_backup(payload) else {
+            return false;
+        };
+        let replica = self.replica_of(partition).filter(|r| r.is_backup());
+        let result = match replica {
+            Some(replica) => {
+                let call = (h.caller != 0).then_some(CallId {
+                    caller: h.caller,
+                    call: parts.call,
+                });
+                extension::apply_backup(
+                    partition,
+                    ServiceId(h.service),
+                    OpId(h.op),
+                    parts.op,
+                    parts.version,
+                    call,
+                    parts.response,
+                    replica,
+                )
+            }
+            // Not a backup of it (yet, or any more): the owner's table and ours differ.
+            None => Err(OpError::WrongTarget {
+                partition,
+                version: self.view.borrow().table.version,
+            }),
+        };
+        match result {
+            Ok(BackupApplied::Gap { .. }) => true,
+            Ok(_) => {
+                ack(writer, h, Ok(()));
+                false
+            }
+            Err(e) => {
+                tracing::debug!(%partition, error = %e, "backup not applied");
+                ack(writer, h, Err(e));
+                false
+            }
+        }
+    }
+
+    /// Fetches `partition`'s state from its owner onto this backup replica, then replays and
+    /// acks the backup frames that arrived meanwhile; again while frames are still missing.
+    fn start_sync(self: &Rc<Self>, partition: PartitionId) {
+        self.syncing.borrow_mut().entry(partition.0).or_default();
+        let this = self.clone();
+        glommio::spawn_local(async move {
+            for _ in 0..3 {
+                match this.clone().fetch(partition).await {
+                    Ok(()) => {}
+                    Err(e) => tracing::debug!(%partition, error = %e, "replica not fetched"),
+                }
+                let queued = this
+                    .syncing
+                    .borrow_mut()
+                    .get_mut(&partition.0)
+                    .map(std::mem::take)
+                    .unwrap_or_default();
+                let mut missing = Vec::new();
+                for q in queued {
+                    if this.apply_backup(&q.header, &q.payload, &q.writer) {
+                        missing.push(q);
+                    }
+                }
+                if missing.is_empty() {
+                    // Frames that came in while replaying are in the queue: apply them too.
+                    let rest = this.syncing.borrow_mut().remove(&partition.0).unwrap_or_default();
+                    for q in rest {
+                        if this.apply_backup(&q.header, &q.payload, &q.writer) {
+                            ack(&q.writer, &q.header, Err(out_of_step(partition)));
+                        }
+                    }
+                    return;
+                }
+                if let Some(queue) = this.syncing.borrow_mut().get_mut(&partition.0) {
+                    missing.append(queue);
+                    *queue = missing;
+                }
+            }
+            // Still out of step: refuse what is queued; the next anti-entropy round tries again.
+            let rest = this.syncing.borrow_mut().remove(&partition.0).unwrap_or_default();
+            for q in rest {
+                ack(&q.writer, &q.header, Err(out_of_step(partition)));
+            }
+        })
+        .detach();
+    }
+
+    /// Asks `partition`'s owner for its state for this member's replica slot and installs it.
+    async fn fetch(self: Rc<Self>, partition: PartitionId) -> Result<(), OpError> {
+        let Some(replica) = self.replica_of(partition).filter(|r| r.is_backup()) else {
+            return Ok(());
+        };
+        let request = SyncRequest {
+            partition: partition.0,
+            replica: replica.0,
+            namespaces: Vec::new(),
+        };
+        let bytes = payload::encode(&request).map_err(|e| OpError::Encode {
+            what: "sync request",
+            reason: e.to_string(),
+        })?;
+        let (service, op) = extension::sync_operation();
+        let snapshot = self.clone().forward(partition, service, op, bytes).await?;
+        extension::install_snapshot(partition, replica, &snapshot)?;
+        tracing::debug!(%partition, %replica, bytes = snapshot.len(), "replica fetched from the owner");
+        Ok(())
+    }
+
+    /// One anti-entropy round: this shard's owned partitions' versions, to each backup replica.
+    async fn send_versions(self: &Rc<Self>) {
+        let mut by_addr: AHashMap<SocketAddr, Vec<PartitionVersions>> = AHashMap::new();
+        {
+            let view = self.view.borrow();
+            for p in self.shards.partitions_of(self.shard, self.partitions) {
+                if view.table.owner(p) != Some(self.net.id) {
+                    continue;
+                }
+                for (index, id) in view.table.backups(p) {
+                    let Some(m) = view.members.iter().find(|m| m.id == id) else {
+                        continue;
+                    };
+                    let Ok(versions) = extension::versions(p, index) else {
+                        continue;
+                    };
+                    by_addr
+                        .entry(m.shard_addr(m.shard_of(p)))
+                        .or_default()
+                        .push(PartitionVersions {
+                            partition: p.0,
+                            versions,
+                        });
+                }
+            }
+        }
+        for (addr, list) in by_addr {
+            let Ok(bytes) = payload::encode(&list) else {
+                continue;
+            };
+            let header = Header {
+                flags: VERSIONS,
+                ..Header::new(FrameKind::Replica)
+            };
+            match self.connection(addr).await {
+                Ok(c) => {
+                    let _ = c.send(&header, &bytes);
+                }
+                Err(e) => tracing::debug!(%addr, error = %e, "versions not sent"),
+            }
+        }
+    }
+}
+
+fn out_of_step(partition: PartitionId) -> OpError {
+    OpError::Unavailable {
+        partition,
+        reason: "the backup replica is out of step with its owner".into(),
+    }
+}
+
+fn copy(bytes: &[u8]) -> Bytes {
+    let mut out = Bytes::with_capacity(bytes.len());
+    out.extend_from_slice(bytes);
+    out
+}
+
+/// Acks a sync backup frame (async ones, correlation 0, get none).
+fn ack(writer: &Writer, h: &Header, result: Result<(), OpError>) {
+    if h.correlation == 0 {
+        return;
+    }
+    let (status, body) = match result {
+        Ok(()) => (Status::Ok, Bytes::new()),
+        Err(e) => (
+            Status::Error,
+            payload::encode(&WireError::from_op_error(&e)).unwrap_or_default(),
+        ),
+    };
+    let reply = Header {
+        status: status as u16,
+        correlation: h.correlation,
+        partition: h.partition,
+        ..Header::new(FrameKind::Response)
+    };
+    if let Err(e) = writer.push(&reply, &body) {
+        tracing::warn!(error = %e, "backup ack not sent");
+    }
+}
+
+/// Every member shard: sends its owned partitions' versions to their backups every
+/// `anti-entropy-interval-millis`, and at once after a table change.
+async fn anti_entropy_loop(sn: Rc<ShardNet>) {
+    let Some(interval) = sn.net.anti_entropy else {
+        return;
+    };
+    while !sn.stopped.get() {
+        let woken = glommio::timer::timeout(interval, async {
+            sn.entropy.wait().await;
+            Ok(())
+        })
+        .await
+        .is_ok();
+        if sn.stopped.get() {
+            break;
+        }
+        if woken {
+            // Let a burst of table changes settle into one round.
+            glommio::timer::sleep(Duration::from_millis(50)).await;
+        }
+        sn.send_versions().await;
     }
 }

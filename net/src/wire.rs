@@ -140,12 +140,15 @@ mod messages {
             /// The members.
             members: Vec<WireMember>,
         },
-        /// The partition table: owner id per partition, 0 for none.
+        /// The partition table: the member id of every replica slot of every partition, 0 for
+        /// none, row by row (`depth` slots per partition; slot 0 the owner).
         Table {
             /// Grows with every change.
             version: u64,
-            /// Owner member id per partition.
-            owners: Vec<u64>,
+            /// Replica slots per partition.
+            depth: u8,
+            /// `depth` member ids per partition, partition by partition.
+            replicas: Vec<u64>,
         },
         /// I am alive, and this is the member list version I have.
         Heartbeat {

@@ -59,7 +59,8 @@ enum Command {
 
 #[derive(Subcommand)]
 enum ClusterCommand {
-    /// Print the members (address, id, shards, ports, master, lite) and owned partitions.
+    /// Print the members (address, id, shards, ports, master, lite), their owned partitions and
+    /// backup replicas.
     Status(Connect),
 }
 
@@ -264,8 +265,8 @@ fn status(connect_args: &Connect) -> anyhow::Result<()> {
         status.unowned
     );
     println!(
-        "{:<22} {:<17} {:>6} {:<13} {:>6} {:>4} {:>5}",
-        "ADDRESS", "ID", "SHARDS", "PORTS", "MASTER", "LITE", "OWNED"
+        "{:<22} {:<17} {:>6} {:<13} {:>6} {:>4} {:>5} {:>7}",
+        "ADDRESS", "ID", "SHARDS", "PORTS", "MASTER", "LITE", "OWNED", "BACKUPS"
     );
     for m in &status.members {
         let e = &m.entry;
@@ -274,14 +275,15 @@ fn status(connect_args: &Connect) -> anyhow::Result<()> {
             .port()
             .saturating_add(e.shards.saturating_sub(1) as u16);
         println!(
-            "{:<22} {:<17} {:>6} {:<13} {:>6} {:>4} {:>5}",
+            "{:<22} {:<17} {:>6} {:<13} {:>6} {:>4} {:>5} {:>7}",
             e.addr.to_string(),
             e.id.to_string(),
             e.shards,
             format!("{}-{}", e.addr.port(), last),
             if m.master { "yes" } else { "no" },
             if e.lite { "yes" } else { "no" },
-            m.owned
+            m.owned,
+            m.backups
         );
     }
     futures_lite::future::block_on(client.shutdown());

@@ -1,0 +1,259 @@
+//! What a shard keeps per partition so that its replicas stay in step: a version per namespace
+//! (per service, plus the object registry), and the answers of recent writes by caller id.
+//!
+//! Owns: [`CallId`], [`Replication`] (the backup an owner sends after a write), [`BackupApplied`]
+//! (what a backup replica made of one), [`PartitionSnapshot`] (a whole partition replica, sent
+//! to a backup that fell out of step) and the per-partition [`ReplicaState`].
+//!
+//! Versions: an owner keeps, per namespace, one version per backup replica slot, and raises the
+//! versions of the slots a write's backup goes to (a map with one backup raises slot 1's only,
+//! one with two raises slots 1 and 2). The backup in slot `i` applies backup `v` only on top of
+//! `v - 1`; a gap means a frame was lost and the backup fetches the partition instead. A member that becomes owner raises its versions by
+//! [`EPOCH`], so a backup that applied writes the new owner never saw cannot mistake the new
+//! owner's writes for its own: every version of the new epoch is a gap for it until it syncs.
+//!
+//! Dedup: a write that reached its owner from another member or a client carries a [`CallId`].
+//! Owner and backups remember the last `dedup-window` answers per partition; a retried call
+//! (its owner died before answering, or the connection broke) is answered from there, never run
+//! twice.
+
+use std::collections::VecDeque;
+
+use ahash::AHashMap;
+use rkyv::{Archive, Deserialize, Serialize};
+
+use crate::partition::PartitionId;
+use crate::payload::Bytes;
+use crate::spi::{OpId, ServiceId};
+use crate::table::MAX_REPLICAS;
+
+/// Added to every version of a partition when a member becomes its owner.
+pub const EPOCH: u64 = 1 << 32;
+
+/// A call's identity across retries: the caller (member or client id) and its call number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct CallId {
+    /// The member or client that invoked.
+    pub caller: u64,
+    /// The caller's number for this call, the same on every retry.
+    pub call: u64,
+}
+
+/// A backup an owner sends to its backup replicas after a write.
+#[derive(Debug, Clone)]
+pub struct Replication {
+    /// The partition written.
+    pub partition: PartitionId,
+    /// The namespace (service) of the backup operation.
+    pub service: ServiceId,
+    /// The backup operation.
+    pub op: OpId,
+    /// Its archived payload.
+    pub payload: Bytes,
+    /// Sync backups the caller waits for.
+    pub sync: u8,
+    /// Async backups, fire and forget.
+    pub async_: u8,
+    /// The namespace's version per replica slot after this write (index 0 unused).
+    pub versions: [u64; MAX_REPLICAS],
+    /// The write's caller id, when it came from another member or a client.
+    pub call: Option<CallId>,
+    /// The owner's answer, remembered by backups for retries of the call.
+    pub response: Bytes,
+}
+
+/// What a backup replica made of a backup operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackupApplied {
+    /// It followed the replica's version and ran.
+    Applied,
+    /// The replica already has it (a resend).
+    Duplicate,
+    /// Writes before it are missing: the replica must fetch the partition from the owner.
+    Gap {
+        /// The replica's version of the namespace.
+        have: u64,
+    },
+}
+
+/// One namespace of a partition replica, archived.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct NamespaceSnapshot {
+    /// The service id (0 for the object registry).
+    pub service: u16,
+    /// The owner's version of it.
+    pub version: u64,
+    /// The service's archived replica data (`None`: nothing to hold).
+    pub data: Option<Vec<u8>>,
+}
+
+/// A whole partition replica: every namespace asked for, and the remembered answers.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct PartitionSnapshot {
+    /// The partition.
+    pub partition: u32,
+    /// Its namespaces.
+    pub namespaces: Vec<NamespaceSnapshot>,
+    /// Remembered answers: `(caller, call, response)`, oldest first.
+    pub dedup: Vec<(u64, u64, Vec<u8>)>,
+}
+
+/// What a backup asks its owner for: these namespaces of this partition (all when empty), for
+/// replica slot `replica`.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct SyncRequest {
+    /// The partition.
+    pub partition: u32,
+    /// The requester's replica slot.
+    pub replica: u8,
+    /// Service ids; empty for every namespace.
+    pub namespaces: Vec<u16>,
+}
+
+/// One partition's versions, as an owner tells its backups for the anti-entropy check.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct PartitionVersions {
+    /// The partition.
+    pub partition: u32,
+    /// `(service id, version)` per namespace.
+    pub versions: Vec<(u16, u64)>,
+}
+
+/// The replica bookkeeping of one partition on its shard.
+#[derive(Debug, Default)]
+pub(crate) struct ReplicaState {
+    /// Per namespace (service slot index; the last is the object registry), per replica slot.
+    pub versions: Vec<[u64; MAX_REPLICAS]>,
+    pub dedup: Dedup,
+}
+
+impl ReplicaState {
+    pub fn new(namespaces: usize, window: usize) -> Self {
+        Self {
+            versions: vec![[0; MAX_REPLICAS]; namespaces],
+            dedup: Dedup::new(window),
+        }
+    }
+
+    /// Forgets everything (the member holds no replica of the partition any more).
+    pub fn clear(&mut self) {
+        self.versions.iter_mut().for_each(|v| *v = [0; MAX_REPLICAS]);
+        self.dedup.clear();
+    }
+
+    /// Starts a new epoch: every version moves past every version of the old one.
+    pub fn next_epoch(&mut self) {
+        for v in &mut self.versions {
+            let top = v.iter().copied().max().unwrap_or(0);
+            *v = [(top / EPOCH + 1) * EPOCH; MAX_REPLICAS];
+        }
+    }
+}
+
+/// The answers of a partition's recent writes, by call id; the oldest go first.
+#[derive(Debug, Default)]
+pub(crate) struct Dedup {
+    window: usize,
+    order: VecDeque<CallId>,
+    answers: AHashMap<CallId, Bytes>,
+}
+
+impl Dedup {
+    pub fn new(window: usize) -> Self {
+        Self {
+            window,
+            order: VecDeque::new(),
+            answers: AHashMap::new(),
+        }
+    }
+
+    pub fn get(&self, call: &CallId) -> Option<&Bytes> {
+        self.answers.get(call)
+    }
+
+    pub fn insert(&mut self, call: CallId, answer: Bytes) {
+        if self.window == 0 {
+            return;
+        }
+        if self.answers.insert(call, answer).is_none() {
+            self.order.push_back(call);
+        }
+        while self.order.len() > self.window {
+            if let Some(old) = self.order.pop_front() {
+                self.answers.remove(&old);
+            }
+        }
+    }
+
+    pub fn clear(&mut self) {
+        self.order.clear();
+        self.answers.clear();
+    }
+
+    /// Every remembered answer, oldest first.
+    pub fn entries(&self) -> Vec<(u64, u64, Vec<u8>)> {
+        self.order
+            .iter()
+            .filter_map(|c| self.answers.get(c).map(|a| (c.caller, c.call, a.to_vec())))
+            .collect()
+    }
+}
+
+/// Whether backup `version` follows `have`, repeats it, or leaves a gap.
+pub(crate) fn classify(have: u64, version: u64) -> BackupApplied {
+    if version == have.wrapping_add(1) {
+        BackupApplied::Applied
+    } else if version <= have && have - version < EPOCH {
+        BackupApplied::Duplicate
+    } else {
+        BackupApplied::Gap { have }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn versions_apply_in_order_repeat_or_gap() {
+        assert_eq!(classify(0, 1), BackupApplied::Applied);
+        assert_eq!(classify(5, 6), BackupApplied::Applied);
+        assert_eq!(classify(5, 5), BackupApplied::Duplicate);
+        assert_eq!(classify(5, 3), BackupApplied::Duplicate);
+        assert_eq!(classify(5, 7), BackupApplied::Gap { have: 5 });
+        // A new owner's epoch: the old epoch's writes are never taken for its own.
+        assert_eq!(classify(5, EPOCH + 6), BackupApplied::Gap { have: 5 });
+        assert_eq!(classify(EPOCH + 9, 3), BackupApplied::Gap { have: EPOCH + 9 });
+    }
+
+    #[test]
+    fn a_new_epoch_passes_every_old_version() {
+        let mut s = ReplicaState::new(2, 4);
+        s.versions[0][1] = 17;
+        s.versions[1][2] = EPOCH + 3;
+        s.next_epoch();
+        assert_eq!(s.versions[0], [EPOCH; MAX_REPLICAS]);
+        assert_eq!(s.versions[1], [2 * EPOCH; MAX_REPLICAS]);
+    }
+
+    #[test]
+    fn dedup_keeps_the_last_window_of_answers() {
+        let mut d = Dedup::new(2);
+        let call = |n| CallId { caller: 7, call: n };
+        let bytes = |b: u8| {
+            let mut v = Bytes::new();
+            v.push(b);
+            v
+        };
+        d.insert(call(1), bytes(1));
+        d.insert(call(2), bytes(2));
+        d.insert(call(3), bytes(3));
+        assert!(d.get(&call(1)).is_none());
+        assert_eq!(d.get(&call(3)).map(|b| b.to_vec()), Some(vec![3]));
+        assert_eq!(d.entries().len(), 2);
+        let mut off = Dedup::new(0);
+        off.insert(call(1), Bytes::new());
+        assert!(off.get(&call(1)).is_none());
+    }
+}
