@@ -555,7 +555,12 @@ impl Config {
             return Err(invalid("shard-queue-capacity", &0, "must be at least 1"));
         }
         let b = &self.backups;
-        check_counts("backups", Some(b.backup_count), Some(b.async_backup_count), b.backup_count)?;
+        check_counts(
+            "backups",
+            Some(b.backup_count),
+            Some(b.async_backup_count),
+            b.backup_count,
+        )?;
         if b.backup_ack_timeout_millis == 0 {
             return Err(invalid(
                 "backups.backup-ack-timeout-millis",
@@ -573,7 +578,12 @@ impl Config {
         for (i, service) in self.services.iter().enumerate() {
             let base = service.replicas().apply(self.default_policy());
             let at = format!("services[{i}]");
-            check_counts(&at, service.replicas().backup_count, service.replicas().async_backup_count, base.sync)?;
+            check_counts(
+                &at,
+                service.replicas().backup_count,
+                service.replicas().async_backup_count,
+                base.sync,
+            )?;
             check_counts(&at, Some(base.sync), Some(base.async_), base.sync)?;
             for (j, object) in service.objects.iter().enumerate() {
                 let at = format!("services[{i}].objects[{j}]");
@@ -581,7 +591,12 @@ impl Config {
                     return Err(invalid(&format!("{at}.name"), &"\"\"", "must not be empty"));
                 }
                 let p = object.replicas().apply(base);
-                check_counts(&at, object.replicas().backup_count, object.replicas().async_backup_count, p.sync)?;
+                check_counts(
+                    &at,
+                    object.replicas().backup_count,
+                    object.replicas().async_backup_count,
+                    p.sync,
+                )?;
                 check_counts(&at, Some(p.sync), Some(p.async_), p.sync)?;
             }
         }

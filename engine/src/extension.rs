@@ -137,7 +137,9 @@ pub fn apply_backup(
     replica: ReplicaIndex,
 ) -> Result<BackupApplied, OpError> {
     shard::with_current_core(|core| {
-        core.apply_backup(partition, service, op, payload, version, call, response, replica)
+        core.apply_backup(
+            partition, service, op, payload, version, call, response, replica,
+        )
     })
     .unwrap_or_else(|| Err(outside(partition)))
 }

@@ -179,12 +179,15 @@ impl Invoker {
             // operation and its service allow it, else forward from here.
             Some(router) if !router.is_local(partition) => {
                 let here = shard::with_local(token, shard, |core| {
-                    router.replica_index(partition).filter(|r| r.is_backup()).and_then(|replica| {
-                        let mut out = Bytes::new();
-                        core.read_backup(partition, service, op, &payload, &mut out, replica)
-                            .ok()
-                            .map(|()| out)
-                    })
+                    router
+                        .replica_index(partition)
+                        .filter(|r| r.is_backup())
+                        .and_then(|replica| {
+                            let mut out = Bytes::new();
+                            core.read_backup(partition, service, op, &payload, &mut out, replica)
+                                .ok()
+                                .map(|()| out)
+                        })
                 })
                 .flatten();
                 match here {

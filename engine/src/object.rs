@@ -81,7 +81,9 @@ pub(crate) fn run_engine_op(
             }
             let policy = core.slots[slot].policy(Some(req.name.as_str()));
             encode_into(&Vec::<String>::new(), out).map_err(encode_error)?;
-            return Ok((created && mode == Mode::Owner).then(|| registry_backup(CREATE, payload, policy)));
+            return Ok(
+                (created && mode == Mode::Owner).then(|| registry_backup(CREATE, payload, policy))
+            );
         }
         DESTROY => {
             let req = access::<DestroyObject>(payload).map_err(malformed)?;
@@ -165,7 +167,11 @@ pub(crate) fn records_snapshot(core: &ShardCore, local: usize) -> Result<Bytes, 
 }
 
 /// Replaces one partition's object records with a snapshot's.
-pub(crate) fn install_records(core: &mut ShardCore, local: usize, data: Option<&[u8]>) -> Result<(), OpError> {
+pub(crate) fn install_records(
+    core: &mut ShardCore,
+    local: usize,
+    data: Option<&[u8]>,
+) -> Result<(), OpError> {
     let Some(set) = core.objects.get_mut(local) else {
         return Ok(());
     };
@@ -173,10 +179,12 @@ pub(crate) fn install_records(core: &mut ShardCore, local: usize, data: Option<&
     if let Some(data) = data {
         let mut aligned = Bytes::with_capacity(data.len());
         aligned.extend_from_slice(data);
-        let records = crate::payload::decode::<Vec<(u16, String)>>(&aligned).map_err(|e| OpError::MalformedPayload {
-            service: ENGINE_SERVICE,
-            op: SYNC,
-            reason: format!("object records: {e}"),
+        let records = crate::payload::decode::<Vec<(u16, String)>>(&aligned).map_err(|e| {
+            OpError::MalformedPayload {
+                service: ENGINE_SERVICE,
+                op: SYNC,
+                reason: format!("object records: {e}"),
+            }
         })?;
         set.extend(records.into_iter().map(|(s, n)| (ServiceId(s), n)));
     }

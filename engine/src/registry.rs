@@ -50,12 +50,8 @@ pub(crate) struct BackupWork {
 
 /// Runs one operation type against an erased slot: validate the payload in place, run, archive
 /// the response into `out`; as the owner, the backup it asks for.
-pub(crate) type OpFn = fn(
-    &mut dyn ErasedSlot,
-    &Target<'_>,
-    &[u8],
-    &mut Bytes,
-) -> Result<Option<BackupWork>, OpError>;
+pub(crate) type OpFn =
+    fn(&mut dyn ErasedSlot, &Target<'_>, &[u8], &mut Bytes) -> Result<Option<BackupWork>, OpError>;
 
 /// A service's replica policies: its own, and per object.
 #[derive(Clone, Debug)]
@@ -168,11 +164,12 @@ impl<S: Service> ErasedSlot for ServiceSlot<S> {
             // Nested in a snapshot, the bytes need not be aligned: copy them to read in place.
             let mut aligned = Bytes::with_capacity(data.len());
             aligned.extend_from_slice(data);
-            let archived = access::<S::ReplicaData>(&aligned).map_err(|e| OpError::MalformedPayload {
-                service: S::ID,
-                op: OpId(0),
-                reason: format!("replica data: {e}"),
-            })?;
+            let archived =
+                access::<S::ReplicaData>(&aligned).map_err(|e| OpError::MalformedPayload {
+                    service: S::ID,
+                    op: OpId(0),
+                    reason: format!("replica data: {e}"),
+                })?;
             S::apply_replica_data(container, archived);
         }
         Ok(())
@@ -259,12 +256,8 @@ pub(crate) fn run_op<O: Operation>(
 }
 
 /// Starts a service on a shard: `init`, then one default container per partition slot.
-type StartFn = fn(
-    &ServiceContext,
-    &Properties,
-    usize,
-    Policies,
-) -> Result<Box<dyn ErasedSlot>, ServiceError>;
+type StartFn =
+    fn(&ServiceContext, &Properties, usize, Policies) -> Result<Box<dyn ErasedSlot>, ServiceError>;
 
 /// A registered operation's entry: id, type name, how to run it, whether it only reads.
 type OpEntry = (OpId, &'static str, OpFn, bool);
@@ -292,12 +285,15 @@ impl ServiceFactory {
 
     /// Whether two operations of this service share an id; names both when they do.
     pub fn duplicate_op(&self) -> Option<(OpId, &'static str, &'static str)> {
-        self.ops.iter().enumerate().find_map(|(i, (id, name, _, _))| {
-            self.ops[..i]
-                .iter()
-                .find(|(other, _, _, _)| other == id)
-                .map(|(_, first, _, _)| (*id, *first, *name))
-        })
+        self.ops
+            .iter()
+            .enumerate()
+            .find_map(|(i, (id, name, _, _))| {
+                self.ops[..i]
+                    .iter()
+                    .find(|(other, _, _, _)| other == id)
+                    .map(|(_, first, _, _)| (*id, *first, *name))
+            })
     }
 
     pub fn start(
@@ -375,6 +371,8 @@ impl Dispatch {
 
     /// Whether `(service, op)` is registered as an operation that only reads.
     pub fn reads_only(&self, service: ServiceId, op: OpId) -> bool {
-        self.handlers.get(&(service, op)).is_some_and(|h| h.reads_only)
+        self.handlers
+            .get(&(service, op))
+            .is_some_and(|h| h.reads_only)
     }
 }

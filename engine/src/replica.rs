@@ -137,7 +137,9 @@ impl ReplicaState {
 
     /// Forgets everything (the member holds no replica of the partition any more).
     pub fn clear(&mut self) {
-        self.versions.iter_mut().for_each(|v| *v = [0; MAX_REPLICAS]);
+        self.versions
+            .iter_mut()
+            .for_each(|v| *v = [0; MAX_REPLICAS]);
         self.dedup.clear();
     }
 
@@ -224,7 +226,10 @@ mod tests {
         assert_eq!(classify(5, 7), BackupApplied::Gap { have: 5 });
         // A new owner's epoch: the old epoch's writes are never taken for its own.
         assert_eq!(classify(5, EPOCH + 6), BackupApplied::Gap { have: 5 });
-        assert_eq!(classify(EPOCH + 9, 3), BackupApplied::Gap { have: EPOCH + 9 });
+        assert_eq!(
+            classify(EPOCH + 9, 3),
+            BackupApplied::Gap { have: EPOCH + 9 }
+        );
     }
 
     #[test]

@@ -33,12 +33,12 @@ use crate::replica::{
     classify, ArchivedPartitionSnapshot, BackupApplied, CallId, NamespaceSnapshot,
     PartitionSnapshot, ReplicaState, Replication,
 };
-use crate::table::MAX_REPLICAS;
 use crate::reply::{Answer, Completion, Pending, Reply};
 use crate::spi::{
     MemberInfo, MembershipEvent, OpError, OpId, ReplicaIndex, ReplicationEvent, ServiceContext,
     ServiceId,
 };
+use crate::table::MAX_REPLICAS;
 
 /// Identifies one running member inside this process (the address of its shared invoker state),
 /// so a thread-local shard is only used by callers of its own member.
@@ -180,13 +180,13 @@ impl ShardCore {
                 .service(factory.name)
                 .map_or(&empty, |s| &s.properties);
             let policies = Policies::of(&spec.config, factory.name);
-            let slot = factory.start(&ctx, properties, local_slots, policies).map_err(|e| {
-                StartError::ServiceInit {
+            let slot = factory
+                .start(&ctx, properties, local_slots, policies)
+                .map_err(|e| StartError::ServiceInit {
                     service: factory.name.to_owned(),
                     shard: spec.shard,
                     reason: e.reason,
-                }
-            })?;
+                })?;
             dispatch.add(slots.len(), factory);
             slots.push(slot);
         }
@@ -197,7 +197,9 @@ impl ShardCore {
             partitions: spec.partitions,
             objects: (0..local_slots).map(|_| AHashSet::new()).collect(),
             replicas: (0..local_slots)
-                .map(|_| ReplicaState::new(slots.len() + 1, spec.config.backups.dedup_window as usize))
+                .map(|_| {
+                    ReplicaState::new(slots.len() + 1, spec.config.backups.dedup_window as usize)
+                })
                 .collect(),
             slots,
             dispatch,
@@ -239,7 +241,16 @@ impl ShardCore {
             out.extend_from_slice(answer);
             return Ok(None);
         }
-        let work = self.run(partition, local, service, op, payload, out, Mode::Owner, ReplicaIndex::PRIMARY)?;
+        let work = self.run(
+            partition,
+            local,
+            service,
+            op,
+            payload,
+            out,
+            Mode::Owner,
+            ReplicaIndex::PRIMARY,
+        )?;
         let Some(work) = work else {
             return Ok(None);
         };
@@ -285,10 +296,22 @@ impl ShardCore {
     ) -> Result<(), OpError> {
         let local = self.local_index(partition)?;
         if service == object::ENGINE_SERVICE || !self.dispatch.reads_only(service, op) {
-            return Err(OpError::WrongTarget { partition, version: 0 });
+            return Err(OpError::WrongTarget {
+                partition,
+                version: 0,
+            });
         }
-        self.run(partition, local, service, op, payload, out, Mode::BackupRead, replica)
-            .map(|_| ())
+        self.run(
+            partition,
+            local,
+            service,
+            op,
+            payload,
+            out,
+            Mode::BackupRead,
+            replica,
+        )
+        .map(|_| ())
     }
 
     /// Applies the owner's backup operation `version` of namespace `service` on this backup
@@ -312,7 +335,16 @@ impl ShardCore {
         let outcome = classify(have, version);
         if outcome == BackupApplied::Applied {
             let mut out = Bytes::new();
-            self.run(partition, local, service, op, payload, &mut out, Mode::Backup, replica)?;
+            self.run(
+                partition,
+                local,
+                service,
+                op,
+                payload,
+                &mut out,
+                Mode::Backup,
+                replica,
+            )?;
             let state = &mut self.replicas[local];
             state.versions[ns][slot] = version;
             if let Some(call) = call {
@@ -367,7 +399,9 @@ impl ShardCore {
     }
 
     fn namespace_id(&self, ns: usize) -> ServiceId {
-        self.dispatch.service_of(ns).unwrap_or(object::ENGINE_SERVICE)
+        self.dispatch
+            .service_of(ns)
+            .unwrap_or(object::ENGINE_SERVICE)
     }
 
     /// `(service id, version)` of every namespace of `partition`, for replica slot `replica`.
@@ -579,7 +613,15 @@ pub(crate) fn run_owned_here(
         Some((current.core.clone(), current.router.clone()))
     });
     match found {
-        Some((core, router)) => run_owned(&core, router.as_ref(), partition, service, op, payload, call),
+        Some((core, router)) => run_owned(
+            &core,
+            router.as_ref(),
+            partition,
+            service,
+            op,
+            payload,
+            call,
+        ),
         None => (
             Err(OpError::Unavailable {
                 partition,

@@ -79,7 +79,10 @@ impl PartitionTable {
     }
 
     /// The backups of `partition`, in replica order: `(index, member)`.
-    pub fn backups(&self, partition: PartitionId) -> impl Iterator<Item = (ReplicaIndex, MemberId)> + '_ {
+    pub fn backups(
+        &self,
+        partition: PartitionId,
+    ) -> impl Iterator<Item = (ReplicaIndex, MemberId)> + '_ {
         self.rows
             .get(partition.0 as usize)
             .into_iter()
@@ -124,30 +127,41 @@ impl PartitionTable {
     /// Owned partitions per member.
     pub fn counts(&self) -> BTreeMap<MemberId, usize> {
         let mut counts = BTreeMap::new();
-        for owner in self.rows.iter().filter_map(|row| row.first().copied().flatten()) {
+        for owner in self
+            .rows
+            .iter()
+            .filter_map(|row| row.first().copied().flatten())
+        {
             *counts.entry(owner).or_insert(0) += 1;
         }
         counts
     }
 
-    /// Every slot a member can hold is held by one of `data_members`, no member holds two
-    /// replicas of a partition, and per slot the members' counts differ by at most 1.
-    pub fn is_balanced(&self, data_members: &[MemberId]) -> bool {
+    /// Every slot a member can hold is held by one of `data_members`, and no member holds two
+    /// replicas of a partition.
+    pub fn is_complete(&self, data_members: &[MemberId]) -> bool {
         let filled = self.depth().min(data_members.len());
-        for row in &self.rows {
-            for (i, m) in row.iter().enumerate() {
-                let ok = match m {
-                    Some(m) => i < filled && data_members.contains(m) && !row[..i].contains(&Some(*m)),
-                    None => i >= filled,
-                };
-                if !ok {
-                    return false;
-                }
-            }
+        self.rows.iter().all(|row| {
+            row.iter().enumerate().all(|(i, m)| match m {
+                Some(m) => i < filled && data_members.contains(m) && !row[..i].contains(&Some(*m)),
+                None => i >= filled,
+            })
+        })
+    }
+
+    /// Complete, and per slot the members' counts differ by at most 1.
+    pub fn is_balanced(&self, data_members: &[MemberId]) -> bool {
+        if !self.is_complete(data_members) {
+            return false;
         }
+        let filled = self.depth().min(data_members.len());
         // When every member holds every partition the last slot is forced by the others: only
         // slots with a choice are checked.
-        let free = if self.depth() >= data_members.len() { filled.saturating_sub(1).max(1) } else { filled };
+        let free = if self.depth() >= data_members.len() {
+            filled.saturating_sub(1).max(1)
+        } else {
+            filled
+        };
         (0..free.min(filled)).all(|slot| {
             let counts: Vec<usize> = data_members
                 .iter()
@@ -238,7 +252,10 @@ fn assign_slot(rows: &mut [Vec<Option<MemberId>>], slot: usize, members: &[Membe
     // Members already holding the most at this slot get the `extra` ceilings: fewer moves.
     let mut by_holding: Vec<(usize, usize)> = (0..n)
         .map(|i| {
-            let held = rows.iter().filter(|row| row[slot] == Some(members[i])).count();
+            let held = rows
+                .iter()
+                .filter(|row| row[slot] == Some(members[i]))
+                .count();
             (i, held)
         })
         .collect();
@@ -247,7 +264,8 @@ fn assign_slot(rows: &mut [Vec<Option<MemberId>>], slot: usize, members: &[Membe
     for (i, _) in by_holding.iter().take(extra) {
         quota[*i] += 1;
     }
-    let member_at = |row: &[Option<MemberId>], at: usize| row[at].and_then(|m| index.get(&m).copied());
+    let member_at =
+        |row: &[Option<MemberId>], at: usize| row[at].and_then(|m| index.get(&m).copied());
     // Keep holders up to their share; rows with no other holder of the data are kept first.
     let mut keep_order: Vec<usize> = (0..rows.len()).collect();
     keep_order.sort_by_key(|p| (rows[*p][slot + 1..].iter().any(Option::is_some), *p));
@@ -255,22 +273,31 @@ fn assign_slot(rows: &mut [Vec<Option<MemberId>>], slot: usize, members: &[Membe
     // Every row's member for this slot; rows keep their holder unless an augmenting path moves
     // them.
     let mut choice: Vec<Option<usize>> = vec![None; rows.len()];
-    for p in keep_order {
-        if let Some(i) = member_at(&rows[p], slot).filter(|i| held[*i] < quota[*i]) {
-            held[i] += 1;
-            choice[p] = Some(i);
+    // The first backups of each owner's partitions are spread over the other members (at most
+    // an even share per pair), so that the partitions of a member that dies are promoted on
+    // all the others alike.
+    let mut owned = vec![0usize; n];
+    for row in rows.iter() {
+        if let Some(o) = member_at(row, 0) {
+            owned[o] += 1;
         }
     }
-    let eligible = |p: usize, i: usize| !rows[p][..slot].contains(&Some(members[i]));
-    // (owner, member) pair counts of the assignments kept at this slot.
+    let pair_quota = |o: usize| owned[o].div_ceil(n.saturating_sub(1).max(1));
     let mut pairs = vec![0usize; n * n];
-    if slot > 0 {
-        for (p, c) in choice.iter().enumerate() {
-            if let (Some(o), Some(i)) = (member_at(&rows[p], 0), *c) {
+    for p in keep_order {
+        let owner = if slot == 1 { member_at(&rows[p], 0) } else { None };
+        let kept = member_at(&rows[p], slot).filter(|i| {
+            held[*i] < quota[*i] && owner.is_none_or(|o| pairs[o * n + *i] < pair_quota(o))
+        });
+        if let Some(i) = kept {
+            held[i] += 1;
+            choice[p] = Some(i);
+            if let Some(o) = owner {
                 pairs[o * n + i] += 1;
             }
         }
     }
+    let eligible = |p: usize, i: usize| !rows[p][..slot].contains(&Some(members[i]));
     for p in 0..rows.len() {
         if choice[p].is_some() {
             continue;
@@ -281,7 +308,11 @@ fn assign_slot(rows: &mut [Vec<Option<MemberId>>], slot: usize, members: &[Membe
             .find(|i| eligible(p, *i) && held[*i] < quota[*i]);
         // Backups: spread each owner's partitions over the others (fewest pairs with this
         // row's owner first), so that promotion after a death keeps owners balanced.
-        let owner = if slot > 0 { member_at(&rows[p], 0) } else { None };
+        let owner = if slot > 0 {
+            member_at(&rows[p], 0)
+        } else {
+            None
+        };
         let pair = |i: usize| owner.map_or(0, |o| pairs[o * n + i]);
         choice[p] = in_row.or_else(|| {
             (0..n)
@@ -303,7 +334,9 @@ fn assign_slot(rows: &mut [Vec<Option<MemberId>>], slot: usize, members: &[Membe
     for p in 0..rows.len() {
         if choice[p].is_none() && !augment(p, &mut choice, &mut held, &quota, &eligible) {
             // No way to stay within the shares: the least loaded eligible member.
-            choice[p] = (0..n).filter(|i| eligible(p, *i)).min_by_key(|i| (held[*i], *i));
+            choice[p] = (0..n)
+                .filter(|i| eligible(p, *i))
+                .min_by_key(|i| (held[*i], *i));
             if let Some(i) = choice[p] {
                 held[i] += 1;
             }
@@ -390,7 +423,11 @@ mod tests {
     }
 
     fn moved_owners(a: &PartitionTable, b: &PartitionTable) -> usize {
-        a.rows.iter().zip(&b.rows).filter(|(x, y)| x[0] != y[0]).count()
+        a.rows
+            .iter()
+            .zip(&b.rows)
+            .filter(|(x, y)| x[0] != y[0])
+            .count()
     }
 
     fn sorted_counts(t: &PartitionTable) -> Vec<usize> {
@@ -403,8 +440,14 @@ mod tests {
     fn owners_are_spread_evenly() {
         let t = table(271, 1).rebalance(&ids(1));
         assert_eq!(t.owned_by(MemberId(1)), 271);
-        assert_eq!(sorted_counts(&table(271, 1).rebalance(&ids(2))), vec![135, 136]);
-        assert_eq!(sorted_counts(&table(271, 2).rebalance(&ids(3))), vec![90, 90, 91]);
+        assert_eq!(
+            sorted_counts(&table(271, 1).rebalance(&ids(2))),
+            vec![135, 136]
+        );
+        assert_eq!(
+            sorted_counts(&table(271, 2).rebalance(&ids(3))),
+            vec![90, 90, 91]
+        );
         assert!(table(271, 3).rebalance(&ids(7)).is_balanced(&ids(7)));
     }
 
@@ -447,10 +490,31 @@ mod tests {
             let rest: Vec<MemberId> = ids(n).into_iter().filter(|m| m.0 != 2).collect();
             let after = t.promote(&rest);
             let counts = sorted_counts(&after);
-            assert!(counts[counts.len() - 1] - counts[0] <= 2, "{n} members: {counts:?}");
+            assert!(
+                counts[counts.len() - 1] - counts[0] <= 2,
+                "{n} members: {counts:?}"
+            );
             assert!(after.rebalance(&rest).is_balanced(&rest));
             for (before, row) in t.rows.iter().zip(&after.rows) {
                 assert!(before.contains(&row[0]), "{n}: {before:?} -> {row:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn after_joins_one_at_a_time_a_kill_leaves_owners_a_few_apart() {
+        for depth in [2usize, 3] {
+            let mut t = table(271, depth);
+            for n in 1..=5u64 {
+                t = t.rebalance(&ids(n));
+                if n < 2 {
+                    continue;
+                }
+                for dead in 1..=n {
+                    let rest: Vec<MemberId> = ids(n).into_iter().filter(|m| m.0 != dead).collect();
+                    let c = sorted_counts(&t.promote(&rest));
+                    assert!(c[c.len() - 1] - c[0] <= n as usize + 1, "depth {depth}, {n} members, {dead} dies: {c:?}");
+                }
             }
         }
     }
@@ -500,7 +564,11 @@ mod tests {
                     next += 1;
                 }
                 let before = t.clone();
-                t = if leaving { before.promote(&members) } else { before.rebalance(&members) };
+                t = if leaving {
+                    before.promote(&members)
+                } else {
+                    before.rebalance(&members)
+                };
                 if leaving {
                     // Promotion keeps the data; balance comes back with the next rebalance.
                     t = t.rebalance(&members);

@@ -103,6 +103,7 @@ fn service(name: &str, greeting: Option<&str>, enabled: bool) -> ServiceConfig {
         name: name.into(),
         enabled,
         properties,
+        ..ServiceConfig::default()
     }
 }
 

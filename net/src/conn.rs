@@ -461,7 +461,11 @@ impl Outbound {
     ///
     /// Errors: `Lost` if the connection is closed, `Frame` for a payload over the bound,
     /// `Protocol` for a correlation id already in flight.
-    pub fn start_call(&self, header: Header, payload: &[u8]) -> Result<Rc<Slot<Response>>, ConnError> {
+    pub fn start_call(
+        &self,
+        header: Header,
+        payload: &[u8],
+    ) -> Result<Rc<Slot<Response>>, ConnError> {
         if self.is_closed() {
             return Err(ConnError::Lost { addr: self.addr });
         }
@@ -492,10 +496,12 @@ impl Outbound {
     ///
     /// Errors: `Frame` for a payload over the bound.
     pub fn send(&self, header: &Header, payload: &[u8]) -> Result<(), ConnError> {
-        self.writer.push(header, payload).map_err(|source| ConnError::Frame {
-            addr: self.addr,
-            source,
-        })
+        self.writer
+            .push(header, payload)
+            .map_err(|source| ConnError::Frame {
+                addr: self.addr,
+                source,
+            })
     }
 
     /// Bytes queued for this connection and not yet written.

@@ -21,7 +21,9 @@ use corecast_engine::extension::{self, Acks, Extension, RemoteAnswer, Router, Sh
 use corecast_engine::invocation::Invoker;
 use corecast_engine::partition::{PartitionCount, PartitionId, ShardCount, ShardId};
 use corecast_engine::payload::{self, Bytes};
-use corecast_engine::replica::{BackupApplied, CallId, PartitionVersions, Replication, SyncRequest};
+use corecast_engine::replica::{
+    BackupApplied, CallId, PartitionVersions, Replication, SyncRequest,
+};
 use corecast_engine::spi::{MemberInfo, MembershipEvent, OpError, OpId, ReplicaIndex, ServiceId};
 use corecast_engine::table::{MemberId, PartitionTable};
 use corecast_engine::Config;
@@ -848,8 +850,14 @@ impl ShardNet {
                         caller: self.net.id.0,
                         call,
                     };
-                    let acks =
-                        extension::execute_here(partition, service, op, &payload, &mut out, Some(id))?;
+                    let acks = extension::execute_here(
+                        partition,
+                        service,
+                        op,
+                        &payload,
+                        &mut out,
+                        Some(id),
+                    )?;
                     if let Some(acks) = acks {
                         acks.await;
                     }
@@ -945,7 +953,11 @@ impl Router for ShardRouter {
         if self.0.net.role != Role::Member {
             return None;
         }
-        self.0.view.borrow().table.replica_index(partition, self.0.net.id)
+        self.0
+            .view
+            .borrow()
+            .table
+            .replica_index(partition, self.0.net.id)
     }
 
     fn replicate(&self, replication: Replication) -> Option<Acks> {
@@ -1219,7 +1231,14 @@ impl ShardNet {
                 caller: h.caller,
                 call: h.correlation,
             });
-            extension::execute_here(partition, ServiceId(h.service), OpId(h.op), payload, out, call)
+            extension::execute_here(
+                partition,
+                ServiceId(h.service),
+                OpId(h.op),
+                payload,
+                out,
+                call,
+            )
         };
         match result {
             Ok(acks) => (Status::Ok, None, acks),
@@ -1305,7 +1324,12 @@ impl ShardNet {
                 caller: r.call.map_or(0, |c| c.caller),
                 ..Header::new(FrameKind::Replica)
             };
-            let open = self.conns.borrow().get(&addr).filter(|c| !c.is_closed()).cloned();
+            let open = self
+                .conns
+                .borrow()
+                .get(&addr)
+                .filter(|c| !c.is_closed())
+                .cloned();
             match open {
                 Some(c) if sync => match c.start_call(header, &payload) {
                     Ok(slot) => waits.push(Box::pin(async move {
@@ -1333,7 +1357,9 @@ impl ShardNet {
                             Ok(c) => {
                                 let _ = c.send(&header, &payload);
                             }
-                            Err(e) => tracing::debug!(%addr, error = %e, "backup member not reachable"),
+                            Err(e) => {
+                                tracing::debug!(%addr, error = %e, "backup member not reachable")
+                            }
                         }
                     };
                     if sync {
@@ -1363,11 +1389,19 @@ impl ShardNet {
 
     /// A replica frame from a partition's owner: a backup operation, or its versions. `Err`
     /// names why the connection must close.
-    fn on_replica(self: &Rc<Self>, h: &Header, payload: &[u8], writer: &Rc<Writer>) -> Result<(), String> {
+    fn on_replica(
+        self: &Rc<Self>,
+        h: &Header,
+        payload: &[u8],
+        writer: &Rc<Writer>,
+    ) -> Result<(), String> {
         if h.partition >= self.partitions.get()
             || self.shards.shard_of(PartitionId(h.partition)) != self.shard
         {
-            return Err(format!("replica frame for partition {} on {}", h.partition, self.shard));
+            return Err(format!(
+                "replica frame for partition {} on {}",
+                h.partition, self.shard
+            ));
         }
         match h.flags {
             BACKUP => {
@@ -1406,7 +1440,9 @@ impl ShardNet {
                     let mine = extension::versions(partition, replica).unwrap_or_default();
                     let differs = pv.versions.iter().any(|e| {
                         let (service, version) = (e.0.to_native(), e.1.to_native());
-                        mine.iter().find(|m| m.0 == service).is_none_or(|m| m.1 != version)
+                        mine.iter()
+                            .find(|m| m.0 == service)
+                            .is_none_or(|m| m.1 != version)
                     });
                     if differs && !self.syncing.borrow().contains_key(&partition.0) {
                         tracing::debug!(%partition, %replica, "replica out of step with its owner; fetching it");
@@ -1422,7 +1458,10 @@ impl ShardNet {
 
     /// Which replica of `partition` this member holds.
     fn replica_of(&self, partition: PartitionId) -> Option<ReplicaIndex> {
-        self.view.borrow().table.replica_index(partition, self.net.id)
+        self.view
+            .borrow()
+            .table
+            .replica_index(partition, self.net.id)
     }
 
     /// Applies one backup frame (validated) and acks it; true when it leaves a gap (not acked:
@@ -1495,7 +1534,11 @@ impl ShardNet {
                 }
                 if missing.is_empty() {
                     // Frames that came in while replaying are in the queue: apply them too.
-                    let rest = this.syncing.borrow_mut().remove(&partition.0).unwrap_or_default();
+                    let rest = this
+                        .syncing
+                        .borrow_mut()
+                        .remove(&partition.0)
+                        .unwrap_or_default();
                     for q in rest {
                         if this.apply_backup(&q.header, &q.payload, &q.writer) {
                             ack(&q.writer, &q.header, Err(out_of_step(partition)));
@@ -1509,7 +1552,11 @@ impl ShardNet {
                 }
             }
             // Still out of step: refuse what is queued; the next anti-entropy round tries again.
-            let rest = this.syncing.borrow_mut().remove(&partition.0).unwrap_or_default();
+            let rest = this
+                .syncing
+                .borrow_mut()
+                .remove(&partition.0)
+                .unwrap_or_default();
             for q in rest {
                 ack(&q.writer, &q.header, Err(out_of_step(partition)));
             }

@@ -59,9 +59,12 @@ pub fn encode_backup(version: u64, call: u64, response: &[u8], op: &[u8]) -> Ali
 /// Errors: a payload shorter than its prefix or its response length says, or a reserved byte
 /// that is not 0 (the text says which).
 pub fn decode_backup(payload: &[u8]) -> Result<BackupParts<'_>, String> {
-    let prefix = payload
-        .get(..PREFIX)
-        .ok_or_else(|| format!("backup payload of {} bytes is shorter than its prefix", payload.len()))?;
+    let prefix = payload.get(..PREFIX).ok_or_else(|| {
+        format!(
+            "backup payload of {} bytes is shorter than its prefix",
+            payload.len()
+        )
+    })?;
     let word = |at: usize| {
         let mut b = [0u8; 8];
         b.copy_from_slice(&prefix[at..at + 8]);
@@ -104,7 +107,10 @@ mod tests {
             assert_eq!(parts.call, 9);
             assert_eq!(parts.response, response);
             assert_eq!(parts.op, b"op-bytes");
-            assert_eq!((parts.op.as_ptr() as usize - bytes.as_ptr() as usize) % 16, 0);
+            assert_eq!(
+                (parts.op.as_ptr() as usize - bytes.as_ptr() as usize) % 16,
+                0
+            );
         }
     }
 

