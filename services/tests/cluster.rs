@@ -1,146 +1,15 @@
 //! A cluster of real `corecast member` processes on free loopback ports, driven through
 //! `corecast client` and `corecast cluster status`: join, balance, kill -9, master failover,
-//! refusals, garbage on the wire, and the tutorial's two-member scenario.
+//! refusals, garbage on the wire, and the tutorial's two-member scenario with its backups.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Output, Stdio};
-use std::thread::sleep;
+use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_corecast");
-
-/// A base port with `n` free ports after it (shard i listens on base + i).
-fn free_ports(n: u16) -> u16 {
-    for _ in 0..200 {
-        let probe = TcpListener::bind("127.0.0.1:0").unwrap();
-        let base = probe.local_addr().unwrap().port();
-        drop(probe);
-        if base.checked_add(n).is_none() {
-            continue;
-        }
-        let all_free = (0..n).all(|i| TcpListener::bind(("127.0.0.1", base + i)).is_ok());
-        if all_free {
-            return base;
-        }
-    }
-    panic!("no {n} consecutive free ports");
-}
-
-struct Proc {
-    child: Child,
-    addr: String,
-    log: std::path::PathBuf,
-}
-
-impl Proc {
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
-
-/// Starts a member process; its stdout (the log) goes to a file.
-fn member(seeds: &[&Proc], extra: &[&str]) -> Proc {
-    let base = free_ports(2);
-    let addr = format!("127.0.0.1:{base}");
-    let dir = std::env::temp_dir().join(format!("corecast-test-{}-{base}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let log = dir.join("member.log");
-    let file = std::fs::File::create(&log).unwrap();
-    let mut cmd = Command::new(BIN);
-    cmd.args(["member", "--bind", &addr, "--shards", "2"])
-        .args([
-            "--set",
-            "network.heartbeat-interval-millis=200",
-            "--set",
-            "network.member-timeout-millis=1500",
-            "--set",
-            "network.join-timeout-millis=1000",
-            "--set",
-            "io-memory-kib=256",
-        ])
-        .args(extra)
-        .env("RUST_LOG", "info")
-        .stdout(file)
-        .stderr(Stdio::piped());
-    if !seeds.is_empty() {
-        let list: Vec<&str> = seeds.iter().map(|s| s.addr.as_str()).collect();
-        cmd.arg("--seeds").arg(list.join(","));
-    }
-    let child = cmd.spawn().unwrap();
-    Proc { child, addr, log }
-}
-
-fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while start.elapsed() < timeout {
-        if check() {
-            return;
-        }
-        sleep(Duration::from_millis(100));
-    }
-    panic!("timed out after {timeout:?} waiting for {what}");
-}
-
-fn joined(p: &Proc) -> bool {
-    p.log().contains("joined the cluster")
-}
-
-fn run(args: &[&str], stdin: Option<&str>) -> Output {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    if let Some(input) = stdin {
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-    } else {
-        drop(child.stdin.take());
-    }
-    child.wait_with_output().unwrap()
-}
-
-/// Parsed `cluster status`: (address, master, lite, owned) per member.
-fn status(via: &Proc) -> Vec<(String, bool, bool, usize)> {
-    let out = run(&["cluster", "status", "--members", &via.addr], None);
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        out.status.success(),
-        "status failed: {text} {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    text.lines()
-        .skip(2)
-        .map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            (
-                f[0].to_owned(),
-                f[4] == "yes",
-                f[5] == "yes",
-                f[6].parse().unwrap(),
-            )
-        })
-        .collect()
-}
+use support::{joined, member, run, status, wait_for};
 
 fn balanced(rows: &[(String, bool, bool, usize)]) -> bool {
     owned_within(rows, 1)
@@ -264,8 +133,14 @@ fn the_tutorials_two_member_scenario_runs_across_two_processes() {
 
     let (la, lb) = (a.log(), b.log());
     for i in 0..4 {
+        // The tutorial's backup scenario: the increment runs on the owner, its backup on the
+        // other member (backup-count 1 by default).
         let line = format!("Executing {i}counter.inc() on: ");
-        assert!(la.contains(&line) || lb.contains(&line), "{line} logged");
+        let backup = format!("Executing backup {i}counter.inc() on: ");
+        let (owner, other) = if la.contains(&line) { (&la, &lb) } else { (&lb, &la) };
+        assert!(owner.contains(&line), "{line} logged");
+        assert!(other.contains(&backup), "{backup} logged on the member that is not the owner");
+        assert!(!owner.contains(&backup), "no backup on the owner itself");
     }
     assert!(
         la.contains(&format!("on: {}", a.addr)) && lb.contains(&format!("on: {}", b.addr)),

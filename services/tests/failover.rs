@@ -1,0 +1,198 @@
+//! No acknowledged write lost: real member processes, concurrent clients recording what was
+//! acknowledged, `kill -9` of members in the middle, then every acknowledged increment and put
+//! checked. Seeded cycles; `CORECAST_FAILOVER_CYCLES` runs more of them.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use corecast_engine::{BlockingMember, Config};
+use corecast_services::counter::Counter;
+use corecast_services::kv::KvStore;
+use support::{backup_counts, joined, member, status, wait_for, Proc};
+
+/// The member flags of these tests: one shard each (several members share two cores), fast
+/// failure detection.
+const FLAGS: &[&str] = &["--shards", "1"];
+
+fn cluster(n: usize, extra: &[&str]) -> Vec<Proc> {
+    let flags: Vec<&str> = FLAGS.iter().chain(extra).copied().collect();
+    let first = member(&[], &flags);
+    wait_for("the first member", Duration::from_secs(20), || joined(&first));
+    let mut members = vec![first];
+    for _ in 1..n {
+        let next = member(&[&members[0]], &flags);
+        wait_for("a member to join", Duration::from_secs(20), || joined(&next));
+        members.push(next);
+    }
+    wait_for("every member in the table", Duration::from_secs(10), || {
+        let rows = status(&members[0]);
+        rows.len() == n && rows.iter().all(|r| r.3 > 0)
+    });
+    members
+}
+
+fn client(via: &Proc) -> BlockingMember {
+    let config = Config {
+        shards: Some(1),
+        io_memory_kib: 256,
+        ..Config::default()
+    };
+    let builder = BlockingMember::builder(config)
+        .service::<corecast_services::counter::CounterService>()
+        .service::<corecast_services::kv::KvService>();
+    let client = futures_lite::future::block_on(corecast_net::start_client(
+        builder,
+        &[via.addr.clone()],
+        Duration::from_secs(10),
+    ))
+    .unwrap();
+    BlockingMember::from(client)
+}
+
+/// What the writers did: per counter, increments attempted and acknowledged; keys put and
+/// acknowledged.
+#[derive(Default)]
+struct Ledger {
+    attempted: BTreeMap<String, i64>,
+    acked: BTreeMap<String, i64>,
+    keys: Vec<String>,
+    errors: usize,
+}
+
+/// A small deterministic generator (xorshift), seeded per cycle.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+/// `writers` threads write through `client` until `stop`: each increments counters and puts
+/// unique keys, recording acknowledgements in the ledger.
+fn start_writers(
+    client: &Arc<BlockingMember>,
+    writers: usize,
+    counters: usize,
+    stop: &Arc<AtomicBool>,
+    ledger: &Arc<Mutex<Ledger>>,
+) -> Vec<thread::JoinHandle<()>> {
+    (0..writers)
+        .map(|w| {
+            let (client, stop, ledger) = (client.clone(), stop.clone(), ledger.clone());
+            thread::spawn(move || {
+                let store: KvStore = client.object("acked").unwrap();
+                let mut seq = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    seq += 1;
+                    let name = format!("c{}", (w + seq as usize) % counters);
+                    let counter: Counter = client.object(&name).unwrap();
+                    *ledger.lock().unwrap().attempted.entry(name.clone()).or_default() += 1;
+                    match client.block_on(counter.inc(1)) {
+                        Ok(_) => *ledger.lock().unwrap().acked.entry(name).or_default() += 1,
+                        Err(_) => ledger.lock().unwrap().errors += 1,
+                    }
+                    let key = format!("w{w}-{seq}");
+                    match client.block_on(store.put(key.as_bytes(), key.as_bytes())) {
+                        Ok(()) => ledger.lock().unwrap().keys.push(key),
+                        Err(_) => ledger.lock().unwrap().errors += 1,
+                    }
+                }
+            })
+        })
+        .collect()
+}
+
+/// Every acknowledged increment and put is there; no counter is past what was attempted.
+fn check(client: &BlockingMember, ledger: &Ledger, what: &str) {
+    for (name, attempted) in &ledger.attempted {
+        let counter: Counter = client.object(name).unwrap();
+        let value = client.block_on(counter.inc(0)).unwrap();
+        let acked = ledger.acked.get(name).copied().unwrap_or(0);
+        assert!(
+            value >= acked && value <= *attempted,
+            "{what}: counter {name} is {value}, acknowledged {acked}, attempted {attempted}"
+        );
+    }
+    let store: KvStore = client.object("acked").unwrap();
+    for key in &ledger.keys {
+        let got = client.block_on(store.get(key.as_bytes())).unwrap();
+        assert_eq!(got.as_deref(), Some(key.as_bytes()), "{what}: acknowledged put {key}");
+    }
+}
+
+/// One cycle: `n` members with `extra` flags, writers through the first, `kill` members (never
+/// the first) killed at once after a seeded delay, then the check.
+fn cycle(seed: u64, n: usize, kill: usize, extra: &[&str]) {
+    let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+    let mut members = cluster(n, extra);
+    let client = Arc::new(client(&members[0]));
+    let stop = Arc::new(AtomicBool::new(false));
+    let ledger = Arc::new(Mutex::new(Ledger::default()));
+    let writers = start_writers(&client, 4, 8, &stop, &ledger);
+
+    thread::sleep(Duration::from_millis(300 + rng.next() % 700));
+    let mut victims: Vec<usize> = (1..n).collect();
+    while victims.len() > kill {
+        victims.remove((rng.next() % victims.len() as u64) as usize);
+    }
+    let killed_at = Instant::now();
+    for v in &victims {
+        members[*v].kill9();
+    }
+    // Keep writing through the failover.
+    thread::sleep(Duration::from_millis(2500));
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.join().unwrap();
+    }
+    wait_for("the killed members' removal", Duration::from_secs(10), || {
+        status(&members[0]).len() == n - kill
+    });
+    let ledger = ledger.lock().unwrap();
+    let what = format!("seed {seed}, {n} members, {kill} killed {:?} ago", killed_at.elapsed());
+    assert!(!ledger.keys.is_empty(), "{what}: nothing was written");
+    check(&client, &ledger, &what);
+    // The empty backup slots were filled again on the survivors.
+    if n - kill > 1 {
+        wait_for("backups refilled", Duration::from_secs(10), || {
+            backup_counts(&members[0]).iter().all(|b| *b > 0)
+        });
+    }
+    eprintln!(
+        "{what}: {} keys, {} counters checked, {} errors during failover",
+        ledger.keys.len(),
+        ledger.attempted.len(),
+        ledger.errors
+    );
+}
+
+fn cycles() -> u64 {
+    std::env::var("CORECAST_FAILOVER_CYCLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2)
+}
+
+#[test]
+fn backup_count_1_loses_no_acknowledged_write_when_a_member_is_killed() {
+    for seed in 1..=cycles() {
+        cycle(seed, 3, 1, &[]);
+    }
+}
+
+#[test]
+fn backup_count_2_survives_two_members_killed_at_once() {
+    for seed in 1..=cycles().div_ceil(2) {
+        cycle(100 + seed, 4, 2, &["--set", "backups.backup-count=2"]);
+    }
+}
