@@ -355,6 +355,12 @@ impl Member {
         self.stop(false).await;
     }
 
+    /// Stops at once, as a crash would: no goodbye to the cluster (the others notice through
+    /// their failure detector), services told `terminate`.
+    pub async fn terminate(mut self) {
+        self.stop(true).await;
+    }
+
     async fn stop(&mut self, terminate: bool) {
         if let Some(extension) = self.extension.clone() {
             if !terminate {
@@ -439,6 +445,11 @@ impl BlockingMember {
     /// Shuts the member down and waits for its shards to stop.
     pub fn shutdown(self) {
         futures_lite::future::block_on(self.member.shutdown());
+    }
+
+    /// Stops at once, as a crash would (see [`Member::terminate`]).
+    pub fn terminate(self) {
+        futures_lite::future::block_on(self.member.terminate());
     }
 }
 

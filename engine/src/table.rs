@@ -285,7 +285,11 @@ fn assign_slot(rows: &mut [Vec<Option<MemberId>>], slot: usize, members: &[Membe
     let pair_quota = |o: usize| owned[o].div_ceil(n.saturating_sub(1).max(1));
     let mut pairs = vec![0usize; n * n];
     for p in keep_order {
-        let owner = if slot == 1 { member_at(&rows[p], 0) } else { None };
+        let owner = if slot == 1 {
+            member_at(&rows[p], 0)
+        } else {
+            None
+        };
         let kept = member_at(&rows[p], slot).filter(|i| {
             held[*i] < quota[*i] && owner.is_none_or(|o| pairs[o * n + *i] < pair_quota(o))
         });
@@ -513,7 +517,10 @@ mod tests {
                 for dead in 1..=n {
                     let rest: Vec<MemberId> = ids(n).into_iter().filter(|m| m.0 != dead).collect();
                     let c = sorted_counts(&t.promote(&rest));
-                    assert!(c[c.len() - 1] - c[0] <= 2 * n as usize, "depth {depth}, {n} members, {dead} dies: {c:?}");
+                    assert!(
+                        c[c.len() - 1] - c[0] <= 2 * n as usize,
+                        "depth {depth}, {n} members, {dead} dies: {c:?}"
+                    );
                 }
             }
         }

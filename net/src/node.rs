@@ -100,6 +100,7 @@ pub struct ClusterStatus {
 #[derive(Default)]
 struct Shared {
     status: ClusterStatus,
+    table: Option<PartitionTable>,
     joined: bool,
     refused: Option<NetError>,
     listeners: Vec<flume::Sender<MembershipEvent>>,
@@ -239,6 +240,11 @@ impl Network {
         self.lock().status.clone()
     }
 
+    /// The partition table as last seen (`None` before the first).
+    pub fn table(&self) -> Option<PartitionTable> {
+        self.lock().table.clone()
+    }
+
     /// Membership events from now on (added, removed), in order.
     pub fn subscribe(&self) -> flume::Receiver<MembershipEvent> {
         let (tx, rx) = flume::unbounded();
@@ -325,7 +331,9 @@ impl Network {
             table_version: table.version,
             unowned: table.unowned(),
         };
-        self.lock().status = status;
+        let mut shared = self.lock();
+        shared.status = status;
+        shared.table = Some(table.clone());
     }
 
     fn emit(&self, event: &MembershipEvent) {

@@ -1,6 +1,7 @@
 //! A minimal key-value service (bytes to bytes, per named store): what the benchmark's get/put
 //! workload runs on until the full Map lands. Keys are routed by their own partition, so one
-//! store spreads over every partition and shard.
+//! store spreads over every partition and shard. Replica counts and `read-backup-data` can be
+//! set per store (`[[services.objects]]`); gets may then be served by a backup replica.
 
 use ahash::AHashMap;
 use corecast_engine::prelude::*;
@@ -142,6 +143,9 @@ impl Operation for Put {
     type Service = KvService;
     type Response = ();
     const ID: OpId = OpId(1);
+    fn object_name(op: &Archived<Self>) -> Option<&str> {
+        Some(op.name.as_str())
+    }
     fn run(op: &Archived<Self>, ctx: &mut OpContext<KvService>) -> Result<(), OpError> {
         let entries = match ctx.container.get_mut(op.name.as_str()) {
             Some(entries) => entries,
@@ -169,6 +173,10 @@ impl Operation for Get {
     type Service = KvService;
     type Response = Option<Vec<u8>>;
     const ID: OpId = OpId(2);
+    const READS_ONLY: bool = true;
+    fn object_name(op: &Archived<Self>) -> Option<&str> {
+        Some(op.name.as_str())
+    }
     fn run(
         op: &Archived<Self>,
         ctx: &mut OpContext<KvService>,
@@ -191,6 +199,9 @@ impl Operation for Remove {
     type Service = KvService;
     type Response = bool;
     const ID: OpId = OpId(3);
+    fn object_name(op: &Archived<Self>) -> Option<&str> {
+        Some(op.name.as_str())
+    }
     fn run(op: &Archived<Self>, ctx: &mut OpContext<KvService>) -> Result<bool, OpError> {
         let entries = ctx.container.get_mut(op.name.as_str());
         Ok(entries.is_some_and(|e| e.remove(op.key.as_slice()).is_some()))
@@ -217,6 +228,9 @@ impl Operation for Size {
     type Service = KvService;
     type Response = u64;
     const ID: OpId = OpId(4);
+    fn object_name(op: &Archived<Self>) -> Option<&str> {
+        Some(op.name.as_str())
+    }
     fn run(op: &Archived<Self>, ctx: &mut OpContext<KvService>) -> Result<u64, OpError> {
         Ok(ctx
             .container
@@ -236,6 +250,9 @@ impl Operation for Clear {
     type Service = KvService;
     type Response = ();
     const ID: OpId = OpId(5);
+    fn object_name(op: &Archived<Self>) -> Option<&str> {
+        Some(op.name.as_str())
+    }
     fn run(op: &Archived<Self>, ctx: &mut OpContext<KvService>) -> Result<(), OpError> {
         ctx.container.remove(op.name.as_str());
         Ok(())

@@ -9,7 +9,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use support::{joined, member, run, status, wait_for};
+use support::procs::{joined, member, run, status, wait_for};
 
 fn balanced(rows: &[(String, bool, bool, usize)]) -> bool {
     owned_within(rows, 1)
@@ -61,7 +61,10 @@ fn three_members_form_one_balanced_cluster_and_survive_kills() {
         "removed after {removal:?}"
     );
     let rows = status(&c);
-    assert!(owned_within(&rows, 3), "republished, nothing ownerless: {rows:?}");
+    assert!(
+        owned_within(&rows, 3),
+        "republished, nothing ownerless: {rows:?}"
+    );
 
     // kill -9 the master: the next oldest (c) takes over.
     a.kill9();
@@ -137,9 +140,16 @@ fn the_tutorials_two_member_scenario_runs_across_two_processes() {
         // other member (backup-count 1 by default).
         let line = format!("Executing {i}counter.inc() on: ");
         let backup = format!("Executing backup {i}counter.inc() on: ");
-        let (owner, other) = if la.contains(&line) { (&la, &lb) } else { (&lb, &la) };
+        let (owner, other) = if la.contains(&line) {
+            (&la, &lb)
+        } else {
+            (&lb, &la)
+        };
         assert!(owner.contains(&line), "{line} logged");
-        assert!(other.contains(&backup), "{backup} logged on the member that is not the owner");
+        assert!(
+            other.contains(&backup),
+            "{backup} logged on the member that is not the owner"
+        );
         assert!(!owner.contains(&backup), "no backup on the owner itself");
     }
     assert!(

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use corecast_engine::{BlockingMember, Config};
 use corecast_services::counter::Counter;
 use corecast_services::kv::KvStore;
-use support::{backup_counts, joined, member, status, wait_for, Proc};
+use support::procs::{backup_counts, joined, member, status, wait_for, Proc};
 
 /// The member flags of these tests: one shard each (several members share two cores), fast
 /// failure detection.
@@ -23,11 +23,15 @@ const FLAGS: &[&str] = &["--shards", "1"];
 fn cluster(n: usize, extra: &[&str]) -> Vec<Proc> {
     let flags: Vec<&str> = FLAGS.iter().chain(extra).copied().collect();
     let first = member(&[], &flags);
-    wait_for("the first member", Duration::from_secs(20), || joined(&first));
+    wait_for("the first member", Duration::from_secs(20), || {
+        joined(&first)
+    });
     let mut members = vec![first];
     for _ in 1..n {
         let next = member(&[&members[0]], &flags);
-        wait_for("a member to join", Duration::from_secs(20), || joined(&next));
+        wait_for("a member to join", Duration::from_secs(20), || {
+            joined(&next)
+        });
         members.push(next);
     }
     wait_for("every member in the table", Duration::from_secs(10), || {
@@ -48,7 +52,7 @@ fn client(via: &Proc) -> BlockingMember {
         .service::<corecast_services::kv::KvService>();
     let client = futures_lite::future::block_on(corecast_net::start_client(
         builder,
-        &[via.addr.clone()],
+        std::slice::from_ref(&via.addr),
         Duration::from_secs(10),
     ))
     .unwrap();
@@ -96,7 +100,12 @@ fn start_writers(
                     seq += 1;
                     let name = format!("c{}", (w + seq as usize) % counters);
                     let counter: Counter = client.object(&name).unwrap();
-                    *ledger.lock().unwrap().attempted.entry(name.clone()).or_default() += 1;
+                    *ledger
+                        .lock()
+                        .unwrap()
+                        .attempted
+                        .entry(name.clone())
+                        .or_default() += 1;
                     match client.block_on(counter.inc(1)) {
                         Ok(_) => *ledger.lock().unwrap().acked.entry(name).or_default() += 1,
                         Err(_) => ledger.lock().unwrap().errors += 1,
@@ -126,7 +135,11 @@ fn check(client: &BlockingMember, ledger: &Ledger, what: &str) {
     let store: KvStore = client.object("acked").unwrap();
     for key in &ledger.keys {
         let got = client.block_on(store.get(key.as_bytes())).unwrap();
-        assert_eq!(got.as_deref(), Some(key.as_bytes()), "{what}: acknowledged put {key}");
+        assert_eq!(
+            got.as_deref(),
+            Some(key.as_bytes()),
+            "{what}: acknowledged put {key}"
+        );
     }
 }
 
@@ -155,11 +168,16 @@ fn cycle(seed: u64, n: usize, kill: usize, extra: &[&str]) {
     for w in writers {
         w.join().unwrap();
     }
-    wait_for("the killed members' removal", Duration::from_secs(10), || {
-        status(&members[0]).len() == n - kill
-    });
+    wait_for(
+        "the killed members' removal",
+        Duration::from_secs(10),
+        || status(&members[0]).len() == n - kill,
+    );
     let ledger = ledger.lock().unwrap();
-    let what = format!("seed {seed}, {n} members, {kill} killed {:?} ago", killed_at.elapsed());
+    let what = format!(
+        "seed {seed}, {n} members, {kill} killed {:?} ago",
+        killed_at.elapsed()
+    );
     assert!(!ledger.keys.is_empty(), "{what}: nothing was written");
     check(&client, &ledger, &what);
     // The empty backup slots were filled again on the survivors.

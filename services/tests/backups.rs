@@ -1,0 +1,172 @@
+//! Backup replicas with in-process networked members: reads from backups (`read-backup-data`)
+//! and anti-entropy repairing backups whose frames were dropped by the failpoint.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::time::Duration;
+
+use corecast_engine::config::ServiceConfig;
+use corecast_engine::{BlockingMember, Config};
+use corecast_net::Network;
+use corecast_services::counter::{Counter, CounterService};
+use corecast_services::kv::{KvService, KvStore};
+
+/// A one-shard member on a free port joining `seeds`, with `tune` applied to its config.
+fn start(seeds: &[&BlockingMember], tune: impl Fn(&mut Config)) -> BlockingMember {
+    let port = support::procs::free_ports(1);
+    let mut config = Config {
+        shards: Some(1),
+        io_memory_kib: 256,
+        ..Config::default()
+    };
+    config.network.bind = ([127, 0, 0, 1], port).into();
+    config.network.seeds = seeds
+        .iter()
+        .map(|m| m.member().invoker().member().address.to_string())
+        .collect();
+    config.network.heartbeat_interval_millis = 100;
+    config.network.member_timeout_millis = 1000;
+    config.network.join_timeout_millis = 300;
+    tune(&mut config);
+    let builder = BlockingMember::builder(config)
+        .service::<CounterService>()
+        .service::<KvService>();
+    let member = futures_lite::future::block_on(corecast_net::start_member(builder)).unwrap();
+    BlockingMember::from(member)
+}
+
+fn two_members(tune: impl Fn(&mut Config) + Copy) -> (BlockingMember, BlockingMember) {
+    let a = start(&[], tune);
+    let b = start(&[&a], tune);
+    support::procs::wait_for(
+        "both members own partitions",
+        Duration::from_secs(10),
+        || {
+            let status = b.member().extension::<Network>().unwrap().status();
+            status.members.len() == 2 && status.members.iter().all(|m| m.owned > 0 && m.backups > 0)
+        },
+    );
+    (a, b)
+}
+
+/// Keys whose partition `member` does not own (it holds their backup, with two members).
+fn keys_backed_up_by(member: &BlockingMember, n: usize) -> Vec<String> {
+    let network = member.member().extension::<Network>().unwrap();
+    let table = network.table().unwrap();
+    let invoker = member.member().invoker();
+    (0..n)
+        .map(|i| format!("key-{i}"))
+        .filter(|k| {
+            let p = invoker.partition_of(k.as_bytes());
+            table.owner(p) != Some(network.id())
+        })
+        .collect()
+}
+
+fn kv_read_backup(config: &mut Config) {
+    config.services.push(ServiceConfig {
+        name: "kv".into(),
+        read_backup_data: Some(true),
+        ..ServiceConfig::default()
+    });
+}
+
+#[test]
+fn read_backup_data_serves_reads_from_the_local_backup_and_is_off_by_default() {
+    // Backups never arrive (the failpoint drops them all) and are never repaired: a read the
+    // member serves from its own backup finds nothing, a read sent to the owner finds the value.
+    let no_backups = |c: &mut Config| {
+        c.backups.failpoint_drop_backups_percent = 100;
+        c.backups.anti_entropy_interval_millis = 0;
+    };
+    let (a, b) = two_members(|c| {
+        no_backups(c);
+        kv_read_backup(c);
+    });
+    let keys = keys_backed_up_by(&b, 60);
+    let on_a: KvStore = a.object("m").unwrap();
+    for k in &keys {
+        a.block_on(on_a.put(k.as_bytes(), b"v")).unwrap();
+    }
+    let on_b: KvStore = b.object("m").unwrap();
+    for k in &keys {
+        let local = b.block_on(on_b.get(k.as_bytes())).unwrap();
+        assert_eq!(local, None, "{k} read from b's own (empty) backup");
+    }
+    a.shutdown();
+    b.shutdown();
+
+    let (a, b) = two_members(no_backups);
+    let keys = keys_backed_up_by(&b, 60);
+    let on_a: KvStore = a.object("m").unwrap();
+    for k in &keys {
+        a.block_on(on_a.put(k.as_bytes(), b"v")).unwrap();
+    }
+    let on_b: KvStore = b.object("m").unwrap();
+    for k in &keys {
+        let read = b.block_on(on_b.get(k.as_bytes())).unwrap();
+        assert_eq!(
+            read.as_deref(),
+            Some(&b"v"[..]),
+            "{k}: off by default, read at the owner"
+        );
+    }
+    a.shutdown();
+    b.shutdown();
+}
+
+#[test]
+fn anti_entropy_repairs_backups_when_half_the_backup_frames_are_dropped() {
+    let (a, b) = two_members(|c| {
+        c.backups.failpoint_drop_backups_percent = 50;
+        c.backups.anti_entropy_interval_millis = 200;
+        kv_read_backup(c);
+    });
+    let on_a: KvStore = a.object("m").unwrap();
+    let counters: Vec<Counter> = (0..8)
+        .map(|i| a.object(&format!("c{i}")).unwrap())
+        .collect();
+    for i in 0..400 {
+        let k = format!("key-{i}");
+        a.block_on(on_a.put(k.as_bytes(), k.as_bytes())).unwrap();
+        a.block_on(counters[i % 8].inc(1)).unwrap();
+    }
+    // Every key b holds a backup of reads back from b's own replica once repaired.
+    let written = keys_backed_up_by(&b, 400);
+    let on_b: KvStore = b.object("m").unwrap();
+    assert!(written.len() > 50, "b backs up some of the keys");
+    support::procs::wait_for(
+        "b's backups equal the owners'",
+        Duration::from_secs(10),
+        || {
+            written.iter().all(|k| {
+                b.block_on(on_b.get(k.as_bytes())).unwrap().as_deref() == Some(k.as_bytes())
+            })
+        },
+    );
+    // And the owner's copies are not needed any more: a dies, b has every key and count.
+    a.terminate();
+    support::procs::wait_for("a removed", Duration::from_secs(10), || {
+        b.member()
+            .extension::<Network>()
+            .unwrap()
+            .status()
+            .members
+            .len()
+            == 1
+    });
+    for i in 0..400 {
+        let k = format!("key-{i}");
+        assert_eq!(
+            b.block_on(on_b.get(k.as_bytes())).unwrap().as_deref(),
+            Some(k.as_bytes()),
+            "{k} survived"
+        );
+    }
+    for i in 0..8 {
+        let c: Counter = b.object(&format!("c{i}")).unwrap();
+        assert_eq!(b.block_on(c.inc(0)).unwrap(), 50, "counter c{i}");
+    }
+    b.shutdown();
+}
