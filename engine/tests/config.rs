@@ -111,6 +111,26 @@ fn out_of_range_values_are_invalid_with_key_and_value() {
         ),
         ("io-memory-kib = 8", "io-memory-kib", "8"),
         ("cluster-name = \"\"", "cluster-name", "\"\""),
+        (
+            "[[services]]\nname = \"kv\"\nbackup-count = 9",
+            "services[0].backup-count",
+            "9",
+        ),
+        (
+            "[[services]]\nname = \"kv\"\nbackup-count = 5\nasync-backup-count = 2",
+            "services[0].async-backup-count",
+            "2",
+        ),
+        (
+            "[[services]]\nname = \"kv\"\n[[services.objects]]\nname = \"m\"\nasync-backup-count = 6",
+            "services[0].objects[0].async-backup-count",
+            "6",
+        ),
+        (
+            "[backups]\nfailpoint-drop-backups-percent = 101",
+            "backups.failpoint-drop-backups-percent",
+            "101",
+        ),
     ] {
         match Config::from_toml_str(text) {
             Err(e @ ConfigError::Invalid { .. }) => {
@@ -193,4 +213,37 @@ fn a_config_file_is_read_and_a_missing_one_is_named() {
         err.to_string().contains("/nonexistent/corecast.toml"),
         "{err}"
     );
+}
+
+#[test]
+fn backup_policies_resolve_per_service_and_per_object() {
+    let config = Config::from_toml_str(
+        r#"
+        [backups]
+        backup-count = 1
+        [[services]]
+        name = "kv"
+        async-backup-count = 1
+        read-backup-data = true
+        [[services.objects]]
+        name = "orders"
+        backup-count = 3
+        "#,
+    )
+    .unwrap();
+    let p = config.policy("counter", None);
+    assert_eq!((p.sync, p.async_, p.read_backup_data), (1, 0, false));
+    let p = config.policy("kv", None);
+    assert_eq!((p.sync, p.async_, p.read_backup_data), (1, 1, true));
+    let p = config.policy("kv", Some("orders"));
+    assert_eq!((p.sync, p.async_, p.read_backup_data), (3, 1, true));
+    assert_eq!(
+        config.policy("kv", Some("other")),
+        config.policy("kv", None)
+    );
+    // The table keeps the owner plus the most backups anything asks for.
+    assert_eq!(config.replica_slots(), 5);
+    assert_eq!(Config::default().replica_slots(), 2);
+    let unknown = Config::from_toml_str("[[services]]\nname = \"kv\"\nbackups = 2");
+    assert!(unknown.is_err(), "unknown keys in a service are refused");
 }
