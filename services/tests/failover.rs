@@ -67,6 +67,9 @@ struct Ledger {
     acked: BTreeMap<String, i64>,
     keys: Vec<String>,
     errors: usize,
+    /// The longest any single call took: after a kill, the failover time of the calls that hit
+    /// the dead member's partitions.
+    longest: Duration,
 }
 
 /// A small deterministic generator (xorshift), seeded per cycle.
@@ -106,12 +109,24 @@ fn start_writers(
                         .attempted
                         .entry(name.clone())
                         .or_default() += 1;
-                    match client.block_on(counter.inc(1)) {
+                    let started = Instant::now();
+                    let result = client.block_on(counter.inc(1));
+                    {
+                        let mut l = ledger.lock().unwrap();
+                        l.longest = l.longest.max(started.elapsed());
+                    }
+                    match result {
                         Ok(_) => *ledger.lock().unwrap().acked.entry(name).or_default() += 1,
                         Err(_) => ledger.lock().unwrap().errors += 1,
                     }
                     let key = format!("w{w}-{seq}");
-                    match client.block_on(store.put(key.as_bytes(), key.as_bytes())) {
+                    let started = Instant::now();
+                    let result = client.block_on(store.put(key.as_bytes(), key.as_bytes()));
+                    {
+                        let mut l = ledger.lock().unwrap();
+                        l.longest = l.longest.max(started.elapsed());
+                    }
+                    match result {
                         Ok(()) => ledger.lock().unwrap().keys.push(key),
                         Err(_) => ledger.lock().unwrap().errors += 1,
                     }
@@ -163,7 +178,7 @@ fn cycle(seed: u64, n: usize, kill: usize, extra: &[&str]) {
         members[*v].kill9();
     }
     // Keep writing through the failover.
-    thread::sleep(Duration::from_millis(2500));
+    thread::sleep(Duration::from_millis(4000));
     stop.store(true, Ordering::Relaxed);
     for w in writers {
         w.join().unwrap();
@@ -187,11 +202,27 @@ fn cycle(seed: u64, n: usize, kill: usize, extra: &[&str]) {
         });
     }
     eprintln!(
-        "{what}: {} keys, {} counters checked, {} errors during failover",
+        "{what}: {} keys, {} counters checked, {} errors during failover, longest call {:?}",
         ledger.keys.len(),
         ledger.attempted.len(),
-        ledger.errors
+        ledger.errors,
+        ledger.longest
     );
+}
+
+/// `CORECAST_FAILOVER_DEFAULT_TIMING=1` runs with the default heartbeat and failure detector
+/// (for measuring failover time as users get it) instead of the tests' faster ones.
+fn timing() -> Vec<&'static str> {
+    if std::env::var("CORECAST_FAILOVER_DEFAULT_TIMING").is_ok_and(|v| v == "1") {
+        vec![
+            "--set",
+            "network.heartbeat-interval-millis=500",
+            "--set",
+            "network.member-timeout-millis=2500",
+        ]
+    } else {
+        Vec::new()
+    }
 }
 
 fn cycles() -> u64 {
@@ -204,13 +235,15 @@ fn cycles() -> u64 {
 #[test]
 fn backup_count_1_loses_no_acknowledged_write_when_a_member_is_killed() {
     for seed in 1..=cycles() {
-        cycle(seed, 3, 1, &[]);
+        cycle(seed, 3, 1, &timing());
     }
 }
 
 #[test]
 fn backup_count_2_survives_two_members_killed_at_once() {
     for seed in 1..=cycles().div_ceil(2) {
-        cycle(100 + seed, 4, 2, &["--set", "backups.backup-count=2"]);
+        let mut flags = vec!["--set", "backups.backup-count=2"];
+        flags.extend(timing());
+        cycle(100 + seed, 4, 2, &flags);
     }
 }
