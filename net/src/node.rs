@@ -1269,9 +1269,6 @@ impl ShardNet {
     }
 }
 
-/// A sync backup's ack, or the connection to it (made in the background).
-type AckWait = std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>;
-
 impl ShardNet {
     /// A call number unique to this caller, kept across a call's retries.
     fn next_call(&self) -> u64 {
@@ -1313,7 +1310,8 @@ impl ShardNet {
                 .collect();
             (targets, view.table.version)
         };
-        let mut waits: Vec<AckWait> = Vec::new();
+        // Each sync backup's ack (or the connection to it, made in the background, then its ack).
+        let mut waits: Vec<Acks> = Vec::new();
         for (index, addr) in targets {
             if self.drop_backup() {
                 continue;
@@ -1541,17 +1539,7 @@ impl ShardNet {
                     }
                 }
                 if missing.is_empty() {
-                    // Frames that came in while replaying are in the queue: apply them too.
-                    let rest = this
-                        .syncing
-                        .borrow_mut()
-                        .remove(&partition.0)
-                        .unwrap_or_default();
-                    for q in rest {
-                        if this.apply_backup(&q.header, &q.payload, &q.writer) {
-                            ack(&q.writer, &q.header, Err(out_of_step(partition)));
-                        }
-                    }
+                    this.finish_sync(partition);
                     return;
                 }
                 if let Some(queue) = this.syncing.borrow_mut().get_mut(&partition.0) {
@@ -1559,17 +1547,26 @@ impl ShardNet {
                     *queue = missing;
                 }
             }
-            // Still out of step: refuse what is queued; the next anti-entropy round tries again.
-            let rest = this
-                .syncing
-                .borrow_mut()
-                .remove(&partition.0)
-                .unwrap_or_default();
-            for q in rest {
-                ack(&q.writer, &q.header, Err(out_of_step(partition)));
-            }
+            // Still out of step: what still finds a gap is refused; the next anti-entropy round
+            // tries again.
+            this.finish_sync(partition);
         })
         .detach();
+    }
+
+    /// Ends `partition`'s sync: applies (and acks) the backup frames still queued; those that
+    /// still find a gap are refused.
+    fn finish_sync(&self, partition: PartitionId) {
+        let rest = self
+            .syncing
+            .borrow_mut()
+            .remove(&partition.0)
+            .unwrap_or_default();
+        for q in rest {
+            if self.apply_backup(&q.header, &q.payload, &q.writer) {
+                ack(&q.writer, &q.header, Err(out_of_step(partition)));
+            }
+        }
     }
 
     /// Asks `partition`'s owner for its state for this member's replica slot and installs it.
