@@ -179,15 +179,7 @@ impl Invoker {
             // operation and its service allow it, else forward from here.
             Some(router) if !router.is_local(partition) => {
                 let here = shard::with_local(token, shard, |core| {
-                    router
-                        .replica_index(partition)
-                        .filter(|r| r.is_backup())
-                        .and_then(|replica| {
-                            let mut out = Bytes::new();
-                            core.read_backup(partition, service, op, &payload, &mut out, replica)
-                                .ok()
-                                .map(|()| out)
-                        })
+                    core.read_from_backup(router.as_ref(), partition, service, op, &payload)
                 })
                 .flatten();
                 match here {

@@ -281,37 +281,36 @@ impl ShardCore {
         }))
     }
 
-    /// Runs a read-only operation on a partition this member holds replica `replica` of (a
-    /// backup), when its service allows reading backups.
-    ///
-    /// Errors: `WrongTarget` when the operation or its service does not allow it.
-    pub fn read_backup(
+    /// Answers a read-only operation from this member's backup replica of `partition`
+    /// (`read-backup-data`), if the operation only reads, its service or object allows it and
+    /// this member holds a backup; `None` sends it to the owner. Checks the operation first: a
+    /// write forwarded to its owner pays one lookup here, not the router's.
+    pub fn read_from_backup(
         &mut self,
+        router: &dyn Router,
         partition: PartitionId,
         service: ServiceId,
         op: OpId,
         payload: &[u8],
-        out: &mut Bytes,
-        replica: ReplicaIndex,
-    ) -> Result<(), OpError> {
-        let local = self.local_index(partition)?;
+    ) -> Option<Bytes> {
         if service == object::ENGINE_SERVICE || !self.dispatch.reads_only(service, op) {
-            return Err(OpError::WrongTarget {
-                partition,
-                version: 0,
-            });
+            return None;
         }
+        let replica = router.replica_index(partition).filter(|r| r.is_backup())?;
+        let local = self.local_index(partition).ok()?;
+        let mut out = Bytes::new();
         self.run(
             partition,
             local,
             service,
             op,
             payload,
-            out,
+            &mut out,
             Mode::BackupRead,
             replica,
         )
-        .map(|_| ())
+        .ok()
+        .map(|_| out)
     }
 
     /// Applies the owner's backup operation `version` of namespace `service` on this backup
@@ -673,24 +672,6 @@ fn answer_after(reply: Reply, answer: Answer, acks: Option<Acks>) {
     }
 }
 
-/// Tries a read on this shard's backup replica of `partition` (`read-backup-data`); `None` when
-/// it must go to the owner.
-fn read_from_backup(
-    core: &RefCell<ShardCore>,
-    router: &Rc<dyn Router>,
-    partition: PartitionId,
-    service: ServiceId,
-    op: OpId,
-    payload: &[u8],
-) -> Option<Bytes> {
-    let replica = router.replica_index(partition).filter(|r| r.is_backup())?;
-    let mut core = core.try_borrow_mut().ok()?;
-    let mut out = Bytes::new();
-    core.read_backup(partition, service, op, payload, &mut out, replica)
-        .ok()
-        .map(|()| out)
-}
-
 /// The router of shard `shard` of member `token` when this thread is that shard and it is part
 /// of a cluster; `None` otherwise.
 pub(crate) fn current_router(token: MemberToken, shard: ShardId) -> Option<Rc<dyn Router>> {
@@ -910,8 +891,10 @@ fn handle(
             reply,
         } => match router.filter(|r| !r.is_local(partition)) {
             Some(router) => {
-                if let Some(out) = read_from_backup(core, router, partition, service, op, &payload)
-                {
+                let here = core.try_borrow_mut().ok().and_then(|mut core| {
+                    core.read_from_backup(router.as_ref(), partition, service, op, &payload)
+                });
+                if let Some(out) = here {
                     reply.send(Ok(out));
                 } else {
                     let answer = router.forward(partition, service, op, payload);

@@ -64,6 +64,16 @@ fn keys_backed_up_by(member: &BlockingMember, n: usize) -> Vec<String> {
         .collect()
 }
 
+/// Writes 60 keys through `a` whose partitions `b` backs up; the keys, and the store on `b`.
+fn write_backed_up_keys(a: &BlockingMember, b: &BlockingMember) -> (Vec<String>, KvStore) {
+    let keys = keys_backed_up_by(b, 60);
+    let on_a: KvStore = a.object("m").unwrap();
+    for k in &keys {
+        a.block_on(on_a.put(k.as_bytes(), b"v")).unwrap();
+    }
+    (keys, b.object("m").unwrap())
+}
+
 fn kv_read_backup(config: &mut Config) {
     config.services.push(ServiceConfig {
         name: "kv".into(),
@@ -84,12 +94,7 @@ fn read_backup_data_serves_reads_from_the_local_backup_and_is_off_by_default() {
         no_backups(c);
         kv_read_backup(c);
     });
-    let keys = keys_backed_up_by(&b, 60);
-    let on_a: KvStore = a.object("m").unwrap();
-    for k in &keys {
-        a.block_on(on_a.put(k.as_bytes(), b"v")).unwrap();
-    }
-    let on_b: KvStore = b.object("m").unwrap();
+    let (keys, on_b) = write_backed_up_keys(&a, &b);
     for k in &keys {
         let local = b.block_on(on_b.get(k.as_bytes())).unwrap();
         assert_eq!(local, None, "{k} read from b's own (empty) backup");
@@ -98,12 +103,7 @@ fn read_backup_data_serves_reads_from_the_local_backup_and_is_off_by_default() {
     b.shutdown();
 
     let (a, b) = two_members(no_backups);
-    let keys = keys_backed_up_by(&b, 60);
-    let on_a: KvStore = a.object("m").unwrap();
-    for k in &keys {
-        a.block_on(on_a.put(k.as_bytes(), b"v")).unwrap();
-    }
-    let on_b: KvStore = b.object("m").unwrap();
+    let (keys, on_b) = write_backed_up_keys(&a, &b);
     for k in &keys {
         let read = b.block_on(on_b.get(k.as_bytes())).unwrap();
         assert_eq!(
