@@ -99,6 +99,8 @@ pub struct Config {
     pub network: NetworkConfig,
     /// Default replica counts.
     pub backups: BackupConfig,
+    /// How partitions move between members.
+    pub migration: MigrationConfig,
     /// Compiled-in services to enable, disable or give properties to.
     pub services: Vec<ServiceConfig>,
 }
@@ -117,6 +119,7 @@ impl Default for Config {
             wake_tick_micros: 1000,
             network: NetworkConfig::default(),
             backups: BackupConfig::default(),
+            migration: MigrationConfig::default(),
             services: Vec::new(),
         }
     }
@@ -232,6 +235,58 @@ impl Default for BackupConfig {
             dedup_window: 1024,
             failpoint_drop_backups_percent: 0,
         }
+    }
+}
+
+/// `[migration]`: how the master moves partition replicas when members join and leave.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct MigrationConfig {
+    /// How many partitions migrate at once across the cluster; 0 (the default) means one per
+    /// shard of the data members.
+    pub parallel: u32,
+    /// The size of one chunk of a partition's stream, in KiB (at most `network.max-frame-kib`
+    /// less 1).
+    pub chunk_kib: u32,
+    /// How many chunks of a stream are unacknowledged at once.
+    pub window: u32,
+    /// A migration not finished this long after it started is rolled back and planned again, in
+    /// milliseconds.
+    pub timeout_millis: u64,
+    /// How long a member shutting down gracefully waits for its partitions to be handed over
+    /// before it stops anyway, in milliseconds.
+    pub shutdown_timeout_millis: u64,
+    /// The largest partition replica a destination accepts, in MiB.
+    pub max_partition_mib: u32,
+}
+
+impl Default for MigrationConfig {
+    fn default() -> Self {
+        Self {
+            parallel: 0,
+            chunk_kib: 1024,
+            window: 4,
+            timeout_millis: 60_000,
+            shutdown_timeout_millis: 60_000,
+            max_partition_mib: 4096,
+        }
+    }
+}
+
+impl MigrationConfig {
+    /// The chunk size in bytes.
+    pub fn chunk_bytes(&self) -> usize {
+        self.chunk_kib as usize * 1024
+    }
+
+    /// The migration timeout.
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_millis)
+    }
+
+    /// The graceful shutdown's handover timeout.
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_millis(self.shutdown_timeout_millis)
     }
 }
 
@@ -574,6 +629,33 @@ impl Config {
                 &b.failpoint_drop_backups_percent,
                 "must be 0..=100",
             ));
+        }
+        let m = &self.migration;
+        if m.chunk_kib == 0 || m.chunk_kib >= n.max_frame_kib {
+            return Err(invalid(
+                "migration.chunk-kib",
+                &m.chunk_kib,
+                &format!(
+                    "must be 1..{} (below network.max-frame-kib)",
+                    n.max_frame_kib
+                ),
+            ));
+        }
+        for (key, value) in [
+            ("migration.window", u64::from(m.window)),
+            ("migration.timeout-millis", m.timeout_millis),
+            (
+                "migration.shutdown-timeout-millis",
+                m.shutdown_timeout_millis,
+            ),
+            (
+                "migration.max-partition-mib",
+                u64::from(m.max_partition_mib),
+            ),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, &0, "must be at least 1"));
+            }
         }
         for (i, service) in self.services.iter().enumerate() {
             let base = service.replicas().apply(self.default_policy());

@@ -187,6 +187,43 @@ pub fn became_owner(partition: PartitionId) {
     let _ = shard::with_current_core(|core| core.became_owner(partition));
 }
 
+/// Which migration callback to run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MigrationPhase {
+    /// Before the data moves (source and destination).
+    Before,
+    /// The new partition table took effect.
+    Commit,
+    /// The migration failed; the table stays as it was.
+    Rollback,
+}
+
+/// Runs every service's migration callback of `phase` for `event.partition` on this shard; a
+/// commit leaving this member without a replica and a rollback on a destination that held none
+/// drop the partition's data (see [`crate::spi::Service::commit_migration`]).
+pub fn migration_event(event: &crate::spi::MigrationEvent, phase: MigrationPhase) {
+    let _ = shard::with_current_core(|core| core.migration(event, phase));
+}
+
+/// The archived [`PartitionSnapshot`] a migration destination taking replica slot `replica` of
+/// `partition` installs: every namespace, the owner's versions, the remembered answers.
+///
+/// Errors: `Unavailable` outside a shard, `WrongShard` / `NoSuchPartition`, and encoding.
+pub fn migration_snapshot(partition: PartitionId, replica: ReplicaIndex) -> Result<Bytes, OpError> {
+    let snapshot = shard::with_current_core(|core| core.snapshot(partition, &[], replica))
+        .unwrap_or_else(|| Err(outside(partition)))?;
+    crate::payload::encode(&snapshot).map_err(|e| OpError::Encode {
+        what: "partition snapshot",
+        reason: e.to_string(),
+    })
+}
+
+/// This shard's partitions that hold any data (a service's container or object records): what
+/// tests check against the replicas the table gives this member.
+pub fn partitions_with_data() -> Vec<PartitionId> {
+    shard::with_current_core(|core| core.partitions_with_data()).unwrap_or_default()
+}
+
 /// The engine's operation a backup sends its owner for a partition's state; its payload is a
 /// [`crate::replica::SyncRequest`], its answer a [`PartitionSnapshot`].
 pub fn sync_operation() -> (ServiceId, OpId) {

@@ -22,6 +22,8 @@
 //! - [`invocation`]: routing an operation to its partition's shard and awaiting the response.
 //! - [`object`]: distributed objects by name: handles, creation, destruction, listing.
 //! - [`member`]: the embedded API: start a member, get objects, run work on shards, shut down.
+//! - [`migration`]: the master's migration planner: target table, migrations in flight,
+//!   progress.
 //! - [`memlock`] (crate-private): the locked-memory check glommio needs before starting.
 //! - [`table`]: the partition table: owner and backups per partition, versioned; balanced
 //!   assignment and promotion.
@@ -34,6 +36,7 @@ pub mod extension;
 pub mod invocation;
 pub mod member;
 mod memlock;
+pub mod migration;
 pub mod object;
 pub mod partition;
 pub mod payload;

@@ -10,11 +10,12 @@ use std::any::Any;
 use ahash::AHashMap;
 
 use crate::config::{BackupPolicy, Config, Properties};
+use crate::extension::MigrationPhase;
 use crate::partition::{PartitionId, ShardId};
 use crate::payload::{access, encode, encode_into, Bytes};
 use crate::spi::{
-    MemberInfo, OpContext, OpError, OpId, Operation, Operations, ReplicaIndex, ReplicationEvent,
-    Service, ServiceContext, ServiceError, ServiceId,
+    MemberInfo, MigrationEvent, OpContext, OpError, OpId, Operation, Operations, ReplicaIndex,
+    ReplicationEvent, Service, ServiceContext, ServiceError, ServiceId,
 };
 
 /// Why an operation runs on this shard.
@@ -109,6 +110,10 @@ pub(crate) trait ErasedSlot {
     fn clear(&mut self, local: usize);
     /// The replica policy of the service, or of its object `object`.
     fn policy(&self, object: Option<&str>) -> BackupPolicy;
+    /// Calls the service's migration callback of `phase` for one partition.
+    fn migration(&mut self, local: usize, event: &MigrationEvent, phase: MigrationPhase);
+    /// Whether one partition's container holds anything a replica would copy.
+    fn holds_data(&self, local: usize, event: &ReplicationEvent) -> bool;
 }
 
 impl<S: Service> ErasedSlot for ServiceSlot<S> {
@@ -183,6 +188,23 @@ impl<S: Service> ErasedSlot for ServiceSlot<S> {
 
     fn policy(&self, object: Option<&str>) -> BackupPolicy {
         self.policies.get(object)
+    }
+
+    fn migration(&mut self, local: usize, event: &MigrationEvent, phase: MigrationPhase) {
+        let Some(container) = self.containers.get_mut(local) else {
+            return;
+        };
+        match phase {
+            MigrationPhase::Before => self.service.before_migration(event),
+            MigrationPhase::Commit => self.service.commit_migration(container, event),
+            MigrationPhase::Rollback => self.service.rollback_migration(container, event),
+        }
+    }
+
+    fn holds_data(&self, local: usize, event: &ReplicationEvent) -> bool {
+        self.containers
+            .get(local)
+            .is_some_and(|c| S::replica_data(c, event).is_some())
     }
 }
 

@@ -81,8 +81,10 @@ pub enum BackupApplied {
 pub struct NamespaceSnapshot {
     /// The service id (0 for the object registry).
     pub service: u16,
-    /// The owner's version of it.
+    /// The owner's version of it for the replica slot the snapshot is for.
     pub version: u64,
+    /// The owner's versions of it for every replica slot (a new owner takes them all).
+    pub slots: Vec<u64>,
     /// The service's archived replica data (`None`: nothing to hold).
     pub data: Option<Vec<u8>>,
 }

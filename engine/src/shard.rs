@@ -22,7 +22,7 @@ use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 
 use crate::config::Config;
 use crate::doorbell::{Bell, Doorbell};
-use crate::extension::{Acks, Extension, Router, ShardContext};
+use crate::extension::{Acks, Extension, MigrationPhase, Router, ShardContext};
 use crate::invocation::Invoker;
 use crate::member::StartError;
 use crate::object;
@@ -35,8 +35,8 @@ use crate::replica::{
 };
 use crate::reply::{Answer, Completion, Pending, Reply};
 use crate::spi::{
-    MemberInfo, MembershipEvent, OpError, OpId, ReplicaIndex, ReplicationEvent, ServiceContext,
-    ServiceId,
+    MemberInfo, MembershipEvent, MigrationEndpoint, MigrationEvent, OpError, OpId, ReplicaIndex,
+    ReplicationEvent, ServiceContext, ServiceId,
 };
 use crate::table::MAX_REPLICAS;
 
@@ -447,6 +447,7 @@ impl ShardCore {
             out.push(NamespaceSnapshot {
                 service: id.0,
                 version: *version,
+                slots: versions.to_vec(),
                 data: data.map(|d| d.to_vec()),
             });
         }
@@ -458,7 +459,8 @@ impl ShardCore {
     }
 
     /// Replaces this replica's namespaces with a snapshot's (taken for replica slot `replica`),
-    /// and adopts its remembered answers.
+    /// and adopts its remembered answers. As the owner's slot (a migration to a new owner), the
+    /// replica takes the owner's versions of every slot, so its backups stay in step.
     ///
     /// Errors: a namespace or replica data that does not fit this member's services.
     pub fn install(
@@ -477,7 +479,14 @@ impl ShardCore {
                 Some(slot) => slot.install(local, data)?,
                 None => object::install_records(self, local, data)?,
             }
-            self.replicas[local].versions[index][slot] = ns.version.to_native();
+            let versions = &mut self.replicas[local].versions[index];
+            if replica == ReplicaIndex::PRIMARY && ns.slots.len() == MAX_REPLICAS {
+                for (have, owner) in versions.iter_mut().zip(ns.slots.iter()) {
+                    *have = owner.to_native();
+                }
+            } else {
+                versions[slot] = ns.version.to_native();
+            }
         }
         for e in snapshot.dedup.iter() {
             let call = CallId {
@@ -503,6 +512,45 @@ impl ShardCore {
             records.clear();
         }
         self.replicas[local].clear();
+    }
+
+    /// Runs every service's migration callback of `phase` for `partition`. A committed
+    /// migration that leaves this member without a replica, and a rolled-back one on a
+    /// destination that held none, then drop the partition's data.
+    pub fn migration(&mut self, event: &MigrationEvent, phase: MigrationPhase) {
+        let Ok(local) = self.local_index(event.partition) else {
+            return;
+        };
+        for slot in &mut self.slots {
+            slot.migration(local, event, phase);
+        }
+        let dropped = match phase {
+            MigrationPhase::Before => false,
+            MigrationPhase::Commit => event.new_replica.is_none(),
+            MigrationPhase::Rollback => {
+                event.endpoint == MigrationEndpoint::Destination && event.current_replica.is_none()
+            }
+        };
+        if dropped {
+            self.drop_replica(event.partition);
+        }
+    }
+
+    /// This shard's partitions that hold any data: a service's container, or object records.
+    pub fn partitions_with_data(&self) -> Vec<PartitionId> {
+        self.shards
+            .partitions_of(self.shard, self.partitions)
+            .enumerate()
+            .filter(|(local, p)| {
+                let event = ReplicationEvent {
+                    partition: *p,
+                    replica_index: ReplicaIndex::PRIMARY,
+                };
+                !self.objects[*local].is_empty()
+                    || self.slots.iter().any(|s| s.holds_data(*local, &event))
+            })
+            .map(|(_, p)| p)
+            .collect()
     }
 
     /// This member became the owner of `partition`: its writes start a new epoch.

@@ -254,6 +254,13 @@ pub enum OpError {
         /// The last failure seen.
         reason: String,
     },
+    /// The partition is moving between members: the caller retries, against its new owner once
+    /// the partition table names it.
+    #[error("{partition} is migrating")]
+    Migrating {
+        /// The partition the operation named.
+        partition: PartitionId,
+    },
     /// The operation cannot be sent: this member or client is not part of a cluster yet, or is
     /// leaving it.
     #[error("{partition} is unavailable: {reason}")]

@@ -205,12 +205,13 @@ impl PartitionTable {
                 live
             })
             .collect();
-        // Promoting, the owner is the first live replica: an async backup further down may lag.
-        let first = usize::from(keep_data);
-        for slot in first..depth.min(data_members.len()) {
-            assign_slot(&mut rows, slot, data_members);
-        }
-        if keep_data {
+        if !keep_data {
+            for slot in 0..depth.min(data_members.len()) {
+                assign_slot(&mut rows, slot, data_members);
+            }
+        } else {
+            // Promoting, the owner is the first live replica: an async backup further down may
+            // lag.
             // A row that lost every replica gets the member owning the fewest.
             let mut owned: BTreeMap<MemberId, usize> =
                 data_members.iter().map(|m| (*m, 0)).collect();

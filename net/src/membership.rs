@@ -11,7 +11,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use corecast_engine::partition::PartitionCount;
+use corecast_engine::migration::{Migration, MigrationProgress, Planner};
+use corecast_engine::partition::{PartitionCount, PartitionId};
 use corecast_engine::table::{MemberId, PartitionTable};
 
 use crate::wire::{Control, MemberEntry};
@@ -52,6 +53,9 @@ pub enum Action {
     },
     /// This member became the master (at start, or taking over from a dead one).
     BecameMaster,
+    /// This member left the cluster after handing its partitions over (see
+    /// [`Membership::leave`]).
+    Left,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -77,6 +81,18 @@ pub struct Membership {
     last_heard: BTreeMap<MemberId, Instant>,
     last_heartbeat: Option<Instant>,
     out: Vec<Action>,
+    /// As master: the target table and the migrations in flight.
+    planner: Planner,
+    /// As master: members handing their partitions over before they leave.
+    leaving: BTreeSet<MemberId>,
+    /// Migrations at once; 0 means one per shard of the data members (at least 4).
+    parallel: usize,
+    /// A migration not ready this long after it started is rolled back.
+    migration_timeout: Duration,
+    /// The rebalance as last published.
+    progress: MigrationProgress,
+    /// This member asked to leave.
+    left: bool,
 }
 
 impl Membership {
@@ -106,6 +122,29 @@ impl Membership {
             last_heard: BTreeMap::new(),
             last_heartbeat: None,
             out: Vec::new(),
+            planner: Planner::new(),
+            leaving: BTreeSet::new(),
+            parallel: 0,
+            migration_timeout: Duration::from_secs(60),
+            progress: MigrationProgress::default(),
+            left: false,
+        }
+    }
+
+    /// Sets how many migrations run at once (0: one per shard of the data members, at least 4)
+    /// and how long one may take before it is rolled back.
+    pub fn with_migration(mut self, parallel: usize, timeout: Duration) -> Self {
+        self.parallel = parallel;
+        self.migration_timeout = timeout;
+        self
+    }
+
+    /// The rebalance's progress: the master's own, or as last published.
+    pub fn progress(&self) -> MigrationProgress {
+        if self.is_master() {
+            self.planner.progress(&self.table)
+        } else {
+            self.progress
         }
     }
 
@@ -189,6 +228,13 @@ impl Membership {
                     self.broadcast(&beat);
                 }
                 self.detect_failures(now);
+                if self.is_master() {
+                    for m in self.planner.expired(now, self.migration_timeout) {
+                        tracing::warn!(partition = %m.partition, id = m.id, "migration timed out; rolling it back");
+                        self.rollback(&m);
+                    }
+                    self.after_migrations(now, false);
+                }
             }
         }
     }
@@ -224,16 +270,24 @@ impl Membership {
                 version,
                 depth,
                 replicas,
+                migrations,
             } => {
                 if version > self.table.version {
                     if let Some(table) =
                         table_from_wire(version, depth, &replicas, self.table.rows.len())
                     {
                         self.table = table;
+                        self.progress = progress_from_wire(migrations);
                         self.out.push(Action::TableChanged(self.table.clone()));
                     }
                 }
             }
+            Control::MigrationReady {
+                id,
+                partition,
+                ok,
+                reason,
+            } => self.on_migration_ready(id, PartitionId(partition), ok, &reason, now),
             Control::Heartbeat { id, list_version } => {
                 let id = MemberId(id);
                 if let Some(member) = self.members.iter().find(|m| m.id == id) {
@@ -249,24 +303,253 @@ impl Membership {
             Control::Leave { id } => {
                 let id = MemberId(id);
                 if self.is_master() && id != self.me.id {
-                    self.remove(&[id]);
+                    self.on_leave(id, now);
                 }
             }
             Control::Hello { .. }
             | Control::Welcome { .. }
             | Control::Refused { .. }
-            | Control::Subscribe => {}
+            | Control::Subscribe
+            | Control::MigrationStart { .. }
+            | Control::MigrationRollback { .. } => {}
         }
     }
 
-    /// This member is shutting down: tell the master (the master itself just goes; the next
-    /// oldest takes over when its heartbeats stop).
-    pub fn leave(&mut self) {
-        if let Some(master) = self.master().filter(|m| m.id != self.me.id) {
+    /// This member is shutting down gracefully: its partitions are handed over first. A member
+    /// asks the master; the master plans itself out of every row. [`Action::Left`] says when it
+    /// holds nothing and is out of the member list (at once when there is no one to hand over
+    /// to).
+    pub fn leave(&mut self, now: Instant) {
+        self.left = true;
+        if !self.is_joined() {
+            self.out.push(Action::Left);
+        } else if self.is_master() {
+            self.on_leave(self.me.id, now);
+        } else if let Some(master) = self.master() {
             let addr = master.addr;
             self.out
                 .push(Action::Send(addr, Control::Leave { id: self.me.id.0 }));
         }
+    }
+
+    /// As master: member `id` wants to leave. It goes at once when it holds no replica or no
+    /// one else could take them; otherwise after its partitions migrated away.
+    fn on_leave(&mut self, id: MemberId, now: Instant) {
+        let others = self
+            .data_members()
+            .into_iter()
+            .any(|m| m != id && !self.leaving.contains(&m));
+        if !others || self.holds_nothing(id) {
+            self.depart(&[id], now);
+            return;
+        }
+        if self.leaving.insert(id) {
+            tracing::info!(member = %id, "member leaving: handing its partitions over");
+            self.replan(now);
+            self.publish_table();
+        }
+    }
+
+    /// As master: removes members that left gracefully (or may go); the master itself hands
+    /// the cluster to the next oldest member.
+    fn depart(&mut self, ids: &[MemberId], now: Instant) {
+        for id in ids {
+            self.leaving.remove(id);
+        }
+        if !ids.contains(&self.me.id) {
+            let gone: Vec<SocketAddr> = ids.iter().filter_map(|id| self.addr_of(*id)).collect();
+            self.remove(ids, now);
+            // The list without them tells them they are out.
+            let list = self.list_message();
+            for addr in gone {
+                self.out.push(Action::Send(addr, list.clone()));
+            }
+            return;
+        }
+        // The master goes: the list without it makes the next oldest the master.
+        let rest: Vec<MemberEntry> = self
+            .members
+            .iter()
+            .filter(|m| !ids.contains(&m.id))
+            .cloned()
+            .collect();
+        for m in self.planner.clear() {
+            self.rollback(&m);
+        }
+        self.members = rest;
+        self.version += 1;
+        self.table.version += 1;
+        let (list, table) = (self.list_message(), self.table_message());
+        self.broadcast(&list);
+        self.broadcast(&table);
+        self.out.push(Action::Left);
+    }
+
+    fn holds_nothing(&self, id: MemberId) -> bool {
+        self.table.owned_by(id) == 0 && self.table.backups_of(id) == 0
+    }
+
+    /// Non-lite members, oldest first.
+    fn data_members(&self) -> Vec<MemberId> {
+        self.members
+            .iter()
+            .filter(|m| !m.lite)
+            .map(|m| m.id)
+            .collect()
+    }
+
+    /// How many migrations may run at once.
+    fn parallel(&self) -> usize {
+        if self.parallel > 0 {
+            return self.parallel;
+        }
+        let shards: usize = self
+            .members
+            .iter()
+            .filter(|m| !m.lite)
+            .map(|m| m.shards as usize)
+            .sum();
+        shards.max(4)
+    }
+
+    /// As master: plans the table the data members (less the leaving ones) should reach and
+    /// starts migrations towards it.
+    fn replan(&mut self, now: Instant) {
+        let data: Vec<MemberId> = self
+            .data_members()
+            .into_iter()
+            .filter(|m| !self.leaving.contains(m))
+            .collect();
+        if data.is_empty() {
+            return;
+        }
+        let moves = self.planner.plan(&self.table, &data, now);
+        if moves > 0 {
+            tracing::info!(
+                partitions = moves,
+                members = data.len(),
+                parallel = self.parallel(),
+                "rebalance planned"
+            );
+        }
+        self.start_migrations(now);
+    }
+
+    /// Starts what the planner allows; rows that need no copy change at once. True when the
+    /// table changed.
+    fn start_migrations(&mut self, now: Instant) -> bool {
+        let started = self.planner.start(&self.table, self.parallel(), now);
+        let changed = !started.direct.is_empty();
+        for (p, row) in started.direct {
+            if let Some(slot) = self.table.rows.get_mut(p.0 as usize) {
+                *slot = row;
+            }
+        }
+        for m in started.copies {
+            let Some(addr) = self.addr_of(m.source) else {
+                continue;
+            };
+            let msg = Control::MigrationStart {
+                id: m.id,
+                master: self.me.id.0,
+                partition: m.partition.0,
+                from: row_to_wire(&m.from),
+                to: row_to_wire(&m.to),
+            };
+            self.out.push(Action::Send(addr, msg));
+        }
+        changed
+    }
+
+    fn addr_of(&self, id: MemberId) -> Option<SocketAddr> {
+        self.members.iter().find(|m| m.id == id).map(|m| m.addr)
+    }
+
+    /// Tells a migration's live participants to undo it.
+    fn rollback(&mut self, m: &Migration) {
+        let msg = Control::MigrationRollback {
+            id: m.id,
+            master: self.me.id.0,
+            partition: m.partition.0,
+        };
+        for id in m.participants() {
+            if let Some(addr) = self.addr_of(id) {
+                self.out.push(Action::Send(addr, msg.clone()));
+            }
+        }
+    }
+
+    /// As master: a source says its migration copied (or failed). A copied one whose row is
+    /// still as it started (same owner, every member of the new row alive) is committed: the
+    /// new row is published; any other is rolled back and planned again.
+    fn on_migration_ready(
+        &mut self,
+        id: u64,
+        partition: PartitionId,
+        ok: bool,
+        reason: &str,
+        now: Instant,
+    ) {
+        if !self.is_master() {
+            return;
+        }
+        let Some(m) = self.planner.finish(id, partition, ok, now) else {
+            return;
+        };
+        let live = self.data_members();
+        let row = self.table.rows.get(partition.0 as usize);
+        let applies = ok
+            && row.and_then(|r| r.first().copied().flatten()) == Some(m.source)
+            && m.to.iter().flatten().all(|x| live.contains(x));
+        if applies {
+            if let Some(row) = self.table.rows.get_mut(partition.0 as usize) {
+                row.clone_from(&m.to);
+            }
+        } else {
+            if ok {
+                self.planner.undo(partition, now);
+            } else {
+                tracing::warn!(%partition, id, reason, "migration failed; it will be planned again");
+            }
+            self.rollback(&m);
+        }
+        self.after_migrations(now, applies);
+    }
+
+    /// After migrations finished: start the next ones, log the end of a rebalance, let leaving
+    /// members that hold nothing go, and publish the table if it changed.
+    fn after_migrations(&mut self, now: Instant, changed: bool) {
+        let changed = self.start_migrations(now) || changed;
+        if let Some(done) = self.planner.round_done(&self.table, now) {
+            tracing::info!(
+                planned = done.planned,
+                moved = done.moved,
+                failed = done.failed,
+                millis = done.took.as_millis() as u64,
+                "rebalance done"
+            );
+        }
+        let free: Vec<MemberId> = self
+            .leaving
+            .iter()
+            .copied()
+            .filter(|m| self.holds_nothing(*m))
+            .collect();
+        if changed {
+            self.publish_table();
+        }
+        if !free.is_empty() {
+            self.depart(&free, now);
+        }
+    }
+
+    /// As master: the table (version raised) with the progress, to everyone.
+    fn publish_table(&mut self) {
+        self.table.version += 1;
+        self.progress = self.planner.progress(&self.table);
+        self.out.push(Action::TableChanged(self.table.clone()));
+        let table = self.table_message();
+        self.broadcast(&table);
     }
 
     fn on_join_request(&mut self, entry: MemberEntry, now: Instant) {
@@ -310,7 +593,7 @@ impl Membership {
                     .cloned()
                     .collect();
                 members.push(added);
-                self.publish(members);
+                self.publish(members, now);
             }
         }
     }
@@ -321,6 +604,12 @@ impl Membership {
             return;
         }
         if !members.iter().any(|m| m.id == self.me.id) {
+            if self.left && !joining {
+                // Handed over and removed: this member is done.
+                self.members.clear();
+                self.out.push(Action::Left);
+                return;
+            }
             if !joining {
                 // The cluster removed this member (it was silent too long): join again.
                 tracing::warn!(
@@ -346,7 +635,15 @@ impl Membership {
         for m in &members {
             self.last_heard.entry(m.id).or_insert(now);
         }
+        let was_master = self.is_master();
         self.apply_list(version, members);
+        if !joining && !was_master && self.is_master() {
+            // The master left gracefully and this member is the oldest now.
+            tracing::info!("the master left; this member is the master now");
+            self.out.push(Action::BecameMaster);
+            self.replan(now);
+            self.publish_table();
+        }
         if joining {
             self.state = State::Joined;
             self.last_heartbeat = None;
@@ -366,7 +663,7 @@ impl Membership {
         self.me.order = 0;
         self.out.push(Action::BecameMaster);
         self.out.push(Action::Joined { master: me.clone() });
-        self.publish(vec![me]);
+        self.publish(vec![me], now);
     }
 
     fn detect_failures(&mut self, now: Instant) {
@@ -386,7 +683,7 @@ impl Membership {
         }
         if self.is_master() {
             tracing::warn!(members = ?silent, "removing members silent past the timeout");
-            self.remove(&silent);
+            self.remove(&silent, now);
             return;
         }
         let master_silent = self.master().is_some_and(|m| silent.contains(&m.id));
@@ -398,11 +695,11 @@ impl Membership {
         if successor.is_some_and(|m| m.id == self.me.id) {
             tracing::warn!(members = ?silent, "the master is silent; taking over as master");
             self.out.push(Action::BecameMaster);
-            self.remove(&silent);
+            self.remove(&silent, now);
         }
     }
 
-    fn remove(&mut self, ids: &[MemberId]) {
+    fn remove(&mut self, ids: &[MemberId], now: Instant) {
         let members: Vec<MemberEntry> = self
             .members
             .iter()
@@ -412,33 +709,33 @@ impl Membership {
         for id in ids {
             self.last_heard.remove(id);
         }
-        self.publish(members);
+        self.publish(members, now);
     }
 
-    /// As master: a new member list, a table balanced over it, both sent to every member. When
-    /// members only left, the table is promoted (each partition's first live replica owns it);
-    /// when members joined, rebalanced.
-    fn publish(&mut self, members: Vec<MemberEntry>) {
+    /// As master: a new member list and table, both sent to every member. Members that left
+    /// are dropped from the table at once (each partition's first live replica owns it, empty
+    /// backup slots are refilled); the migrations that involve them are rolled back. Then the
+    /// master plans the balanced table for the new list and starts the migrations towards it:
+    /// a member that joined gets its partitions with their data.
+    fn publish(&mut self, members: Vec<MemberEntry>, now: Instant) {
         let version = self.version + 1;
-        let joined = members
-            .iter()
-            .any(|m| !self.members.iter().any(|o| o.id == m.id));
-        self.apply_list(version, members);
-        let data: Vec<MemberId> = self
+        let removed = self
             .members
             .iter()
-            .filter(|m| !m.lite)
-            .map(|m| m.id)
-            .collect();
-        self.table = if joined {
-            self.table.rebalance(&data)
-        } else {
-            self.table.promote(&data)
-        };
-        self.out.push(Action::TableChanged(self.table.clone()));
-        let (list, table) = (self.list_message(), self.table_message());
+            .any(|o| !members.iter().any(|m| m.id == o.id));
+        self.apply_list(version, members);
+        let data = self.data_members();
+        self.leaving.retain(|id| data.contains(id));
+        if removed || self.table.version == 0 {
+            self.table = self.table.promote(&data);
+        }
+        for m in self.planner.members_left(&data, now) {
+            self.rollback(&m);
+        }
+        self.replan(now);
+        let list = self.list_message();
         self.broadcast(&list);
-        self.broadcast(&table);
+        self.publish_table();
     }
 
     fn apply_list(&mut self, version: u64, members: Vec<MemberEntry>) {
@@ -487,12 +784,12 @@ impl Membership {
 
     /// The partition table as a control message.
     pub fn table_message(&self) -> Control {
-        table_message(&self.table)
+        table_message(&self.table, self.progress)
     }
 }
 
-/// A partition table as a control message.
-pub fn table_message(table: &PartitionTable) -> Control {
+/// A partition table and the rebalance's progress as a control message.
+pub fn table_message(table: &PartitionTable, progress: MigrationProgress) -> Control {
     Control::Table {
         version: table.version,
         depth: table.depth() as u8,
@@ -502,7 +799,39 @@ pub fn table_message(table: &PartitionTable) -> Control {
             .flatten()
             .map(|o| o.map_or(0, |m| m.0))
             .collect(),
+        migrations: [
+            progress.planned,
+            progress.in_flight,
+            progress.done,
+            progress.failed,
+        ],
     }
+}
+
+/// The progress a `Table` message carries.
+pub fn progress_from_wire(m: [u64; 4]) -> MigrationProgress {
+    MigrationProgress {
+        planned: m[0],
+        in_flight: m[1],
+        done: m[2],
+        failed: m[3],
+    }
+}
+
+/// A table row on the wire: member ids, 0 for an empty slot.
+pub fn row_to_wire(row: &[Option<MemberId>]) -> Vec<u64> {
+    row.iter().map(|m| m.map_or(0, |m| m.0)).collect()
+}
+
+/// A table row from the wire; `None` when it is not 1..=7 slots.
+pub fn row_from_wire(row: &[u64]) -> Option<Vec<Option<MemberId>>> {
+    (1..=corecast_engine::table::MAX_REPLICAS)
+        .contains(&row.len())
+        .then(|| {
+            row.iter()
+                .map(|id| (*id != 0).then_some(MemberId(*id)))
+                .collect()
+        })
 }
 
 /// The table a `Table` message carries, if it has `partitions` rows of 1..=7 slots.
@@ -556,6 +885,14 @@ mod tests {
         nodes: Vec<(Membership, bool)>,
         now: Instant,
         events: Vec<(usize, Action)>,
+        /// Migrations the sources answer as copied (the rest fail).
+        copy_ok: bool,
+        /// Migrations started, by (id, partition), and rollbacks received.
+        started: Vec<(u64, u32)>,
+        rollbacks: Vec<(u64, u32)>,
+        /// Hold the sources' answers (a migration stays in flight).
+        stall: bool,
+        stalled: Vec<(SocketAddr, Control)>,
     }
 
     impl Net {
@@ -564,6 +901,11 @@ mod tests {
                 nodes: Vec::new(),
                 now: Instant::now(),
                 events: Vec::new(),
+                copy_ok: true,
+                started: Vec::new(),
+                rollbacks: Vec::new(),
+                stall: false,
+                stalled: Vec::new(),
             }
         }
 
@@ -608,10 +950,42 @@ mod tests {
                     return;
                 }
                 for (to, msg) in sends {
-                    if let Some(j) = self.index_of(to) {
-                        if self.nodes[j].1 {
-                            self.nodes[j].0.receive(msg, self.now);
+                    let Some(j) = self.index_of(to) else { continue };
+                    if !self.nodes[j].1 {
+                        continue;
+                    }
+                    match msg {
+                        // The runtime's part, simulated: the source copies at once.
+                        Control::MigrationStart {
+                            id,
+                            master,
+                            partition,
+                            ..
+                        } => {
+                            self.started.push((id, partition));
+                            let reply = Control::MigrationReady {
+                                id,
+                                partition,
+                                ok: self.copy_ok,
+                                reason: String::new(),
+                            };
+                            let master = self
+                                .nodes
+                                .iter()
+                                .find(|(m, _)| m.me().id.0 == master)
+                                .map(|(m, _)| m.me().addr);
+                            if let Some(addr) = master {
+                                if self.stall {
+                                    self.stalled.push((addr, reply));
+                                } else if let Some(k) = self.index_of(addr) {
+                                    self.nodes[k].0.receive(reply, self.now);
+                                }
+                            }
                         }
+                        Control::MigrationRollback { id, partition, .. } => {
+                            self.rollbacks.push((id, partition));
+                        }
+                        msg => self.nodes[j].0.receive(msg, self.now),
                     }
                 }
             }
@@ -619,6 +993,25 @@ mod tests {
 
         fn kill(&mut self, i: usize) {
             self.nodes[i].1 = false;
+        }
+
+        fn left(&self, i: usize) -> bool {
+            self.events
+                .iter()
+                .any(|(j, e)| *j == i && matches!(e, Action::Left))
+        }
+
+        /// Delivers the sources' held answers.
+        fn release(&mut self) {
+            self.stall = false;
+            for (addr, msg) in std::mem::take(&mut self.stalled) {
+                if let Some(k) = self.index_of(addr) {
+                    if self.nodes[k].1 {
+                        self.nodes[k].0.receive(msg, self.now);
+                    }
+                }
+            }
+            self.deliver();
         }
 
         fn live(&self) -> impl Iterator<Item = &Membership> {
@@ -747,8 +1140,10 @@ mod tests {
         let b = net.add(2, &[1], false);
         net.run(300);
         net.assert_converged(2);
-        net.nodes[b].0.leave();
-        net.deliver();
+        let now = net.now;
+        net.nodes[b].0.leave(now);
+        net.run(100);
+        assert!(net.left(b), "the leaving member was told it is out");
         net.kill(b);
         net.run(20);
         net.assert_converged(1);
@@ -772,5 +1167,135 @@ mod tests {
             *i == a && matches!(e, Action::ListChanged { removed, .. } if removed.iter().any(|m| m.id == b_id))
         });
         assert!(removed, "the master saw member 2 leave");
+    }
+
+    fn data_ids(net: &Net) -> Vec<MemberId> {
+        net.live()
+            .next()
+            .unwrap()
+            .members()
+            .iter()
+            .filter(|m| !m.lite)
+            .map(|m| m.id)
+            .collect()
+    }
+
+    #[test]
+    fn joins_move_partitions_by_migration_until_balanced() {
+        let mut net = Net::new();
+        net.add(1, &[], false);
+        net.run(50);
+        for n in 2..=4 {
+            net.add(n, &[1], false);
+        }
+        net.run(600);
+        net.assert_converged(4);
+        let table = net.live().next().unwrap().table().clone();
+        assert!(table.is_balanced(&data_ids(&net)), "{table:?}");
+        // Every row change was a migration (the first member had them all).
+        assert!(
+            net.started.len() >= 271 * 3 / 4,
+            "{} migrations",
+            net.started.len()
+        );
+        assert!(net.rollbacks.is_empty());
+        let progress = net.live().next().unwrap().progress();
+        assert_eq!((progress.planned, progress.in_flight), (0, 0));
+        assert_eq!(progress.done as usize, net.started.len());
+        // One migration per partition at a time: ids are unique and increasing per partition.
+        let mut last: BTreeMap<u32, u64> = BTreeMap::new();
+        for (id, p) in &net.started {
+            assert!(last.insert(*p, *id).is_none_or(|prev| prev < *id));
+        }
+    }
+
+    #[test]
+    fn a_table_row_changes_only_when_its_migration_is_copied() {
+        let mut net = Net::new();
+        let a = net.add(1, &[], false);
+        net.run(50);
+        let before = net.nodes[a].0.table().clone();
+        net.stall = true;
+        net.add(2, &[1], false);
+        net.run(300);
+        // The join is in, the copies are not: the rows stay where the data is.
+        assert_eq!(net.nodes[a].0.members().len(), 2);
+        assert_eq!(net.nodes[a].0.table().rows, before.rows);
+        let progress = net.nodes[a].0.progress();
+        assert!(
+            progress.in_flight > 0 && progress.in_flight <= 4,
+            "{progress:?}"
+        );
+        net.release();
+        net.run(500);
+        net.assert_converged(2);
+        assert!(net.nodes[a].0.table().is_balanced(&data_ids(&net)));
+    }
+
+    #[test]
+    fn a_destination_that_dies_rolls_its_migrations_back_and_the_master_replans() {
+        let mut net = Net::new();
+        net.add(1, &[], false);
+        net.run(50);
+        net.add(2, &[1], false);
+        net.run(300);
+        net.stall = true;
+        let c = net.add(3, &[1], false);
+        net.run(200);
+        assert!(!net.stalled.is_empty());
+        net.kill(c);
+        net.run(700);
+        // The stalled copies were for the dead member: rolled back.
+        assert!(!net.rollbacks.is_empty());
+        net.release();
+        net.run(1000);
+        net.assert_converged(2);
+        let table = net.live().next().unwrap().table().clone();
+        assert!(table.is_balanced(&data_ids(&net)));
+        assert_eq!(table.owned_by(net.nodes[c].0.me().id), 0);
+    }
+
+    #[test]
+    fn failed_copies_are_retried() {
+        let mut net = Net::new();
+        net.add(1, &[], false);
+        net.run(50);
+        net.copy_ok = false;
+        net.add(2, &[1], false);
+        net.run(300);
+        assert!(!net.rollbacks.is_empty(), "failed copies are rolled back");
+        assert!(net.live().next().unwrap().progress().failed > 0);
+        net.copy_ok = true;
+        net.run(3000);
+        net.assert_converged(2);
+        assert!(net
+            .live()
+            .next()
+            .unwrap()
+            .table()
+            .is_balanced(&data_ids(&net)));
+    }
+
+    #[test]
+    fn a_leaving_master_hands_partitions_and_mastership_over() {
+        let mut net = Net::new();
+        let a = net.add(1, &[], false);
+        net.run(50);
+        let b = net.add(2, &[1], false);
+        net.add(3, &[1], false);
+        net.run(600);
+        net.assert_converged(3);
+        let me = net.nodes[a].0.me().id;
+        let now = net.now;
+        net.nodes[a].0.leave(now);
+        net.run(300);
+        assert!(net.left(a));
+        net.kill(a);
+        net.run(100);
+        net.assert_converged(2);
+        assert!(net.nodes[b].0.is_master());
+        let table = net.nodes[b].0.table();
+        assert_eq!(table.owned_by(me) + table.backups_of(me), 0);
+        assert!(table.is_balanced(&data_ids(&net)));
     }
 }

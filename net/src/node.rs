@@ -17,8 +17,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ahash::AHashMap;
+use corecast_engine::config::MigrationConfig;
 use corecast_engine::extension::{self, Acks, Extension, RemoteAnswer, Router, ShardContext};
 use corecast_engine::invocation::Invoker;
+use corecast_engine::migration::MigrationProgress;
 use corecast_engine::partition::{PartitionCount, PartitionId, ShardCount, ShardId};
 use corecast_engine::payload::{self, Bytes};
 use corecast_engine::replica::{
@@ -32,8 +34,10 @@ use glommio::net::TcpStream;
 use crate::conn::{self, ConnError, Notify, Outbound, Writer};
 use crate::frame::{FrameKind, Header, ReadBuf};
 use crate::membership::{table_from_wire, Action, Membership, Timing};
-use crate::replica::{decode_backup, encode_backup, BACKUP, VERSIONS};
+use crate::replica::{decode_backup, encode_backup, BACKUP, MIGRATION, VERSIONS};
 use crate::wire::{Control, MemberEntry, Role, Status, WireError};
+
+mod migrate;
 
 /// Why the network could not start.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -95,6 +99,8 @@ pub struct ClusterStatus {
     pub table_version: u64,
     /// Partitions without an owner.
     pub unowned: usize,
+    /// The rebalance: partitions planned to move, migrations in flight, done and failed.
+    pub migrations: MigrationProgress,
 }
 
 #[derive(Default)]
@@ -103,6 +109,8 @@ struct Shared {
     table: Option<PartitionTable>,
     joined: bool,
     refused: Option<NetError>,
+    /// This member handed its partitions over and left the cluster.
+    left: bool,
     listeners: Vec<flume::Sender<MembershipEvent>>,
     joined_waiters: Vec<flume::Sender<()>>,
     start_errors: Vec<NetError>,
@@ -131,6 +139,8 @@ pub struct Network {
     async_queue: usize,
     /// Testing: the share (0..=100) of backup frames dropped instead of sent.
     drop_backups_percent: u8,
+    /// `[migration]`: parallelism, chunks, timeouts.
+    migration: MigrationConfig,
     /// Control-plane state read by the embedded API (never on the operation path).
     shared: Mutex<Shared>,
 }
@@ -188,6 +198,7 @@ impl Network {
                 .then(|| Duration::from_millis(config.backups.anti_entropy_interval_millis)),
             async_queue: config.backups.async_queue_kib as usize * 1024,
             drop_backups_percent: config.backups.failpoint_drop_backups_percent,
+            migration: config.migration.clone(),
             shared: Mutex::new(Shared::default()),
         })
     }
@@ -315,7 +326,13 @@ impl Network {
         }
     }
 
-    fn publish_status(&self, members: &[MemberEntry], list_version: u64, table: &PartitionTable) {
+    fn publish_status(
+        &self,
+        members: &[MemberEntry],
+        list_version: u64,
+        table: &PartitionTable,
+        migrations: MigrationProgress,
+    ) {
         let master = members.first().map(|m| m.id);
         let status = ClusterStatus {
             members: members
@@ -330,6 +347,7 @@ impl Network {
             list_version,
             table_version: table.version,
             unowned: table.unowned(),
+            migrations,
         };
         let mut shared = self.lock();
         shared.status = status;
@@ -376,22 +394,37 @@ impl Extension for Network {
         Rc::new(ShardRouter(ShardNet::start(self, ctx)))
     }
 
-    /// Tells the master this member leaves, so it is removed at once rather than after the
-    /// failure detector's timeout.
+    /// Leaves the cluster gracefully: the master migrates this member's partitions to the
+    /// others (so nothing is lost even without backups), then removes it; waits for that up to
+    /// `migration.shutdown-timeout-millis`.
     fn before_stop(
         &self,
         invoker: &Invoker,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
-        let leave = invoker.run_on(ShardId(0), || async {
+        let limit = self.migration.shutdown_timeout();
+        let leave = invoker.run_on(ShardId(0), move || async move {
             let sn = SHARD.with(|s| s.borrow().clone());
-            if let Some(sn) = sn {
-                if let Some(machine) = sn.control.as_ref().and_then(|c| c.machine.as_ref()) {
-                    machine.borrow_mut().leave();
-                    sn.process();
-                    // Let the writer put the goodbye on the wire.
-                    glommio::timer::sleep(Duration::from_millis(20)).await;
+            let Some(sn) = sn else { return };
+            let Some(machine) = sn.control.as_ref().and_then(|c| c.machine.as_ref()) else {
+                return;
+            };
+            let started = Instant::now();
+            machine.borrow_mut().leave(started);
+            sn.process();
+            tracing::info!("leaving the cluster: handing partitions over");
+            while !sn.net.lock().left {
+                if started.elapsed() > limit {
+                    tracing::warn!(
+                        ?limit,
+                        "partitions not handed over in time (migration.shutdown-timeout-millis); stopping anyway"
+                    );
+                    break;
                 }
+                glommio::timer::sleep(Duration::from_millis(10)).await;
             }
+            tracing::info!(millis = started.elapsed().as_millis() as u64, "left the cluster");
+            // Let the writer put the last messages on the wire.
+            glommio::timer::sleep(Duration::from_millis(20)).await;
         });
         Box::pin(async move {
             let _ = leave.await;
@@ -445,6 +478,10 @@ struct ShardNet {
     entropy: Notify,
     /// The failpoint's random state.
     rng: std::cell::Cell<u64>,
+    /// Migrations of this shard's partitions.
+    migrations: RefCell<migrate::Migrations>,
+    /// Shard 0: the rebalance as last heard.
+    progress: std::cell::Cell<MigrationProgress>,
 }
 
 /// A backup frame kept while its replica fetches the partition.
@@ -466,14 +503,17 @@ impl ShardNet {
     fn start(net: Arc<Network>, ctx: ShardContext) -> Rc<ShardNet> {
         let control = (ctx.shard.0 == 0).then(|| Control0 {
             machine: (net.role == Role::Member).then(|| {
-                RefCell::new(Membership::new(
-                    net.me(ctx.shards.get()),
-                    net.seeds.iter().copied(),
-                    ctx.partitions,
-                    net.replica_slots,
-                    net.timing,
-                    Instant::now(),
-                ))
+                RefCell::new(
+                    Membership::new(
+                        net.me(ctx.shards.get()),
+                        net.seeds.iter().copied(),
+                        ctx.partitions,
+                        net.replica_slots,
+                        net.timing,
+                        Instant::now(),
+                    )
+                    .with_migration(net.migration.parallel as usize, net.migration.timeout()),
+                )
             }),
             subscribers: RefCell::new(Vec::new()),
             upstream: RefCell::new(None),
@@ -499,6 +539,8 @@ impl ShardNet {
             syncing: RefCell::new(AHashMap::new()),
             entropy: Notify::default(),
             rng: std::cell::Cell::new(random_id() | 1),
+            migrations: RefCell::new(migrate::Migrations::default()),
+            progress: std::cell::Cell::new(MigrationProgress::default()),
         });
         SHARD.with(|s| *s.borrow_mut() = Some(sn.clone()));
         if net.role == Role::Member {
@@ -521,6 +563,7 @@ impl ShardNet {
         }
         if net.role == Role::Member {
             glommio::spawn_local(anti_entropy_loop(sn.clone())).detach();
+            glommio::spawn_local(migrate::migration_watchdog(sn.clone())).detach();
         }
         sn
     }
@@ -542,7 +585,12 @@ impl ShardNet {
         }
     }
 
+    /// Whether this member owns `partition` and it is not being streamed away.
     fn is_local(&self, partition: PartitionId) -> bool {
+        self.owns(partition) && !self.is_migrating(partition)
+    }
+
+    fn owns(&self, partition: PartitionId) -> bool {
         self.net.role == Role::Member
             && self.view.borrow().table.owner(partition) == Some(self.net.id)
     }
@@ -602,8 +650,18 @@ impl ShardNet {
         })
     }
 
-    /// Sends a control message to the member at base address `addr` (in the background).
+    /// Sends a control message to the member at base address `addr` (in the background); to
+    /// this member's own shard 0 by message.
     fn send_control(self: &Rc<Self>, addr: SocketAddr, msg: Control) {
+        if addr == self.net.bind && self.net.role == Role::Member {
+            self.on_shards(std::iter::once(0), move || {
+                let sn = SHARD.with(|s| s.borrow().clone());
+                if let Some(sn) = sn {
+                    sn.on_control(msg.clone(), None);
+                }
+            });
+            return;
+        }
         if let Some(c) = self.conns.borrow().get(&addr).filter(|c| !c.is_closed()) {
             c.send_control(&msg);
             return;
@@ -639,6 +697,10 @@ impl ShardNet {
                     control.subscribers.borrow_mut().push(w.clone());
                 }
             }
+            (
+                Some(_),
+                msg @ (Control::MigrationStart { .. } | Control::MigrationRollback { .. }),
+            ) => self.on_migration_control(msg),
             (Some(machine), msg) => {
                 machine.borrow_mut().receive(msg, Instant::now());
                 self.process();
@@ -655,11 +717,14 @@ impl ShardNet {
                     version,
                     depth,
                     replicas,
+                    migrations,
                 },
             ) => {
                 let partitions = self.partitions.get() as usize;
                 if version > self.view.borrow().table.version {
                     if let Some(table) = table_from_wire(version, depth, &replicas, partitions) {
+                        self.progress
+                            .set(crate::membership::progress_from_wire(migrations));
                         self.apply_everywhere(None, Some(table));
                         self.net.set_joined();
                     }
@@ -697,6 +762,7 @@ impl ShardNet {
                 }
                 Action::TableChanged(table) => {
                     tracing::debug!(version = table.version, "partition table published");
+                    self.progress.set(machine.borrow().progress());
                     self.notify_subscribers(&machine.borrow().table_message());
                     self.apply_everywhere(None, Some(table));
                 }
@@ -716,6 +782,10 @@ impl ShardNet {
                 }
                 Action::BecameMaster => {
                     tracing::info!(address = %self.net.bind, "this member is the master");
+                }
+                Action::Left => {
+                    tracing::info!(address = %self.net.bind, "handed over; out of the member list");
+                    self.net.lock().left = true;
                 }
             }
         }
@@ -740,8 +810,12 @@ impl ShardNet {
         self.apply(list.clone(), table.clone());
         {
             let view = self.view.borrow();
-            self.net
-                .publish_status(&view.members, view.list_version, &view.table);
+            self.net.publish_status(
+                &view.members,
+                view.list_version,
+                &view.table,
+                self.progress.get(),
+            );
         }
         let others = (0..self.shards.get()).filter(|i| *i != self.shard.0);
         self.on_shards(others, move || {
@@ -773,28 +847,42 @@ impl ShardNet {
 
     fn apply(&self, list: Option<(Vec<MemberEntry>, u64)>, table: Option<PartitionTable>) {
         let mut view = self.view.borrow_mut();
+        let mut list_changed = false;
         if let Some((members, version)) = list {
             if version >= view.list_version {
                 view.members = members;
                 view.list_version = version;
+                list_changed = true;
             }
         }
-        let Some(table) = table.filter(|t| t.version > view.table.version) else {
+        let table = table.filter(|t| t.version > view.table.version);
+        drop(view);
+        if list_changed && self.net.role == Role::Member {
+            // Migrations of a master that is gone are off.
+            self.expire_migrations();
+        }
+        let Some(table) = table else {
             return;
         };
-        let old = std::mem::replace(&mut view.table, table);
-        drop(view);
+        let old = std::mem::replace(&mut self.view.borrow_mut().table, table);
         if self.net.role != Role::Member {
             return;
         }
-        // This shard's partitions: a new owner starts a version epoch; a member that holds no
-        // replica any more drops the data.
+        // This shard's partitions: migrations the table shows are committed; a new owner starts
+        // a version epoch (unless a migration gave it the old owner's versions); a member that
+        // holds no replica any more drops the data.
+        let adopted = {
+            let view = self.view.borrow();
+            self.commit_migrations(&view.table)
+        };
         let me = self.net.id;
         let view = self.view.borrow();
         for p in self.shards.partitions_of(self.shard, self.partitions) {
             let (was, now) = (old.replica_index(p, me), view.table.replica_index(p, me));
             if now == Some(ReplicaIndex::PRIMARY) && was != now {
-                extension::became_owner(p);
+                if !adopted.contains(&p.0) {
+                    extension::became_owner(p);
+                }
             } else if now.is_none() && was.is_some() {
                 extension::drop_replica(p);
             }
@@ -843,6 +931,7 @@ impl ShardNet {
         // already ran the call answers it again instead of running it twice.
         let call = self.next_call();
         loop {
+            let mut held = false;
             let (owner, version) = {
                 let view = self.view.borrow();
                 let owner = view
@@ -852,6 +941,11 @@ impl ShardNet {
                 (owner, view.table.version)
             };
             match owner {
+                Some(m) if m.id == self.net.id && self.is_migrating(partition) => {
+                    // Held while it streams away: asked again shortly, then of the new owner.
+                    last = OpError::Migrating { partition }.to_string();
+                    held = true;
+                }
                 Some(m) if m.id == self.net.id && self.net.role == Role::Member => {
                     let mut out = Bytes::new();
                     let id = CallId {
@@ -910,6 +1004,10 @@ impl ShardNet {
                                     });
                                 match e {
                                     OpError::WrongTarget { .. } => last = e.to_string(),
+                                    OpError::Migrating { .. } => {
+                                        last = e.to_string();
+                                        held = true;
+                                    }
                                     other => return Err(other),
                                 }
                             }
@@ -931,6 +1029,11 @@ impl ShardNet {
                     millis: self.net.invocation_timeout.as_millis() as u64,
                     reason: last,
                 });
+            }
+            if held {
+                // A migrating partition is free again within milliseconds: ask again soon.
+                glommio::timer::sleep(Duration::from_millis(1)).await;
+                continue;
             }
             glommio::timer::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_millis(200));
@@ -1229,11 +1332,13 @@ impl ShardNet {
                 partition,
                 shard: self.shard,
             })
-        } else if !self.is_local(partition) {
+        } else if !self.owns(partition) {
             Err(OpError::WrongTarget {
                 partition,
                 version: self.view.borrow().table.version,
             })
+        } else if self.is_migrating(partition) {
+            Err(OpError::Migrating { partition })
         } else {
             let call = (h.caller != 0).then_some(CallId {
                 caller: h.caller,
@@ -1409,6 +1514,9 @@ impl ShardNet {
                 h.partition, self.shard
             ));
         }
+        let mine = |p: u32| {
+            p < self.partitions.get() && self.shards.shard_of(PartitionId(p)) == self.shard
+        };
         match h.flags {
             BACKUP => {
                 decode_backup(payload)?;
@@ -1438,7 +1546,7 @@ impl ShardNet {
             VERSIONS => {
                 let list = payload::access::<Vec<PartitionVersions>>(payload)
                     .map_err(|e| format!("malformed versions: {e}"))?;
-                for pv in list.iter() {
+                for pv in list.iter().filter(|pv| mine(pv.partition.to_native())) {
                     let partition = PartitionId(pv.partition.to_native());
                     let Some(replica) = self.replica_of(partition).filter(|r| r.is_backup()) else {
                         continue;
@@ -1458,6 +1566,7 @@ impl ShardNet {
                 }
                 Ok(())
             }
+            MIGRATION => self.on_chunk(h, payload, writer),
             flags => Err(format!("unknown replica frame flags {flags}")),
         }
     }
@@ -1620,8 +1729,10 @@ impl ShardNet {
             let Ok(bytes) = payload::encode(&list) else {
                 continue;
             };
+            // The header names one of the partitions: the frame is for their shard.
             let header = Header {
                 flags: VERSIONS,
+                partition: list.first().map_or(0, |pv| pv.partition),
                 ..Header::new(FrameKind::Replica)
             };
             match self.connection(addr).await {

@@ -149,6 +149,43 @@ mod messages {
             depth: u8,
             /// `depth` member ids per partition, partition by partition.
             replicas: Vec<u64>,
+            /// The rebalance: partitions still to move, migrations running, committed and
+            /// rolled back so far (as the master counts them).
+            migrations: [u64; 4],
+        },
+        /// Master to a partition's owner: stream the partition to the members that take a new
+        /// replica slot in row `to`, then answer `MigrationReady`.
+        MigrationStart {
+            /// The master's number for the migration.
+            id: u64,
+            /// The master that runs it.
+            master: u64,
+            /// The partition.
+            partition: u32,
+            /// The row now (member ids, 0 for none; slot 0 the owner).
+            from: Vec<u64>,
+            /// The row once it is done.
+            to: Vec<u64>,
+        },
+        /// A partition's owner to the master: migration `id` is copied (`ok`), or failed.
+        MigrationReady {
+            /// The migration.
+            id: u64,
+            /// Its partition.
+            partition: u32,
+            /// Whether every destination installed the partition.
+            ok: bool,
+            /// Why not.
+            reason: String,
+        },
+        /// Master to a migration's source and destinations: it is off; undo it.
+        MigrationRollback {
+            /// The migration.
+            id: u64,
+            /// The master that ran it.
+            master: u64,
+            /// Its partition.
+            partition: u32,
         },
         /// I am alive, and this is the member list version I have.
         Heartbeat {
@@ -241,6 +278,7 @@ impl WireError {
                 (w.code, w.partition) = (8, partition.0);
                 w.text.clone_from(reason);
             }
+            OpError::Migrating { partition } => (w.code, w.partition) = (10, partition.0),
             other => {
                 w.code = 9;
                 w.text = other.to_string();
@@ -286,6 +324,7 @@ impl WireError {
                 partition: p,
                 reason: self.text.clone(),
             },
+            10 => OpError::Migrating { partition: p },
             _ => OpError::Failed(self.text.clone()),
         }
     }
@@ -317,6 +356,9 @@ mod tests {
                 reason: "connection refused".into(),
             },
             OpError::Failed("no such counter".into()),
+            OpError::Migrating {
+                partition: PartitionId(9),
+            },
         ];
         for e in errors {
             let wire = WireError::from_op_error(&e);

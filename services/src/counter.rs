@@ -41,6 +41,18 @@ impl Service for CounterService {
     fn apply_replica_data(container: &mut Container, data: &Archived<Self::ReplicaData>) {
         container.extend(data.iter().map(|e| (e.0.to_string(), e.1.to_native())));
     }
+
+    fn commit_migration(&mut self, container: &mut Container, e: &MigrationEvent) {
+        if e.endpoint == MigrationEndpoint::Source && e.new_replica.is_none() {
+            container.clear();
+        }
+    }
+
+    fn rollback_migration(&mut self, container: &mut Container, e: &MigrationEvent) {
+        if e.endpoint == MigrationEndpoint::Destination && e.current_replica.is_none() {
+            container.clear();
+        }
+    }
 }
 
 /// The distributed counter proxy: `inc` becomes an operation on the partition of its name.

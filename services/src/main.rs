@@ -264,6 +264,11 @@ fn status(connect_args: &Connect) -> anyhow::Result<()> {
         status.table_version,
         status.unowned
     );
+    let m = status.migrations;
+    println!(
+        "migrations: planned {}  in flight {}  done {}  failed {}",
+        m.planned, m.in_flight, m.done, m.failed
+    );
     println!(
         "{:<22} {:<17} {:>6} {:<13} {:>6} {:>4} {:>5} {:>7}",
         "ADDRESS", "ID", "SHARDS", "PORTS", "MASTER", "LITE", "OWNED", "BACKUPS"

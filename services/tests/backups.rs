@@ -40,11 +40,13 @@ fn two_members(tune: impl Fn(&mut Config) + Copy) -> (BlockingMember, BlockingMe
     let a = start(&[], tune);
     let b = start(&[&a], tune);
     support::procs::wait_for(
-        "both members own partitions",
-        Duration::from_secs(10),
+        "both members own partitions, migrations done",
+        Duration::from_secs(20),
         || {
             let status = b.member().extension::<Network>().unwrap().status();
-            status.members.len() == 2 && status.members.iter().all(|m| m.owned > 0 && m.backups > 0)
+            status.members.len() == 2
+                && status.migrations.planned + status.migrations.in_flight == 0
+                && status.members.iter().all(|m| m.owned > 0 && m.backups > 0)
         },
     );
     (a, b)

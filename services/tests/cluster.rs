@@ -9,7 +9,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use support::procs::{joined, member, run, status, wait_for};
+use support::procs::{joined, member, run, settled, status, wait_for};
 
 fn balanced(rows: &[(String, bool, bool, usize)]) -> bool {
     owned_within(rows, 1)
@@ -34,9 +34,9 @@ fn three_members_form_one_balanced_cluster_and_survive_kills() {
     wait_for("the third member", Duration::from_secs(20), || joined(&c));
 
     wait_for(
-        "three members in the status",
-        Duration::from_secs(10),
-        || status(&c).len() == 3,
+        "three members, balanced by migrations",
+        Duration::from_secs(20),
+        || settled(&c, 3),
     );
     let rows = status(&c);
     assert_eq!(
@@ -72,7 +72,11 @@ fn three_members_form_one_balanced_cluster_and_survive_kills() {
         let rows = status(&c);
         rows.len() == 1 && rows[0].0 == c.addr && rows[0].1
     });
-    assert!(balanced(&status(&c)));
+    wait_for(
+        "the survivor owns everything",
+        Duration::from_secs(10),
+        || settled(&c, 1),
+    );
     assert!(c.log().contains("taking over as master"));
 }
 
@@ -122,9 +126,11 @@ fn the_tutorials_two_member_scenario_runs_across_two_processes() {
     wait_for("the first member", Duration::from_secs(20), || joined(&a));
     let b = member(&[&a], &[]);
     wait_for("the second member", Duration::from_secs(20), || joined(&b));
-    wait_for("both in the table", Duration::from_secs(10), || {
-        status(&a).iter().filter(|r| r.3 > 0).count() == 2
-    });
+    wait_for(
+        "both in the table, migrations done",
+        Duration::from_secs(20),
+        || settled(&a, 2),
+    );
 
     let script: String = (1..=2)
         .flat_map(|_| (0..4).map(|i| format!("counter inc {i}counter\n")))

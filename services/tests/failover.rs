@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use corecast_engine::{BlockingMember, Config};
 use corecast_services::counter::Counter;
 use corecast_services::kv::KvStore;
-use support::procs::{backup_counts, joined, member, status, wait_for, Proc};
+use support::procs::{backup_counts, joined, member, settled, status, wait_for, Proc};
 
 /// The member flags of these tests: one shard each (several members share two cores), fast
 /// failure detection.
@@ -34,10 +34,11 @@ fn cluster(n: usize, extra: &[&str]) -> Vec<Proc> {
         });
         members.push(next);
     }
-    wait_for("every member in the table", Duration::from_secs(10), || {
-        let rows = status(&members[0]);
-        rows.len() == n && rows.iter().all(|r| r.3 > 0)
-    });
+    wait_for(
+        "every member in the table, balanced",
+        Duration::from_secs(30),
+        || settled(&members[0], n),
+    );
     members
 }
 

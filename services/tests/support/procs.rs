@@ -131,7 +131,7 @@ pub fn status(via: &Proc) -> Vec<(String, bool, bool, usize)> {
         String::from_utf8_lossy(&out.stderr)
     );
     text.lines()
-        .skip(2)
+        .skip(3)
         .map(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
             (
@@ -149,7 +149,36 @@ pub fn backup_counts(via: &Proc) -> Vec<usize> {
     let out = run(&["cluster", "status", "--members", &via.addr], None);
     String::from_utf8_lossy(&out.stdout)
         .lines()
-        .skip(2)
+        .skip(3)
         .filter_map(|l| l.split_whitespace().nth(7).and_then(|n| n.parse().ok()))
         .collect()
+}
+
+/// The rebalance's progress from `cluster status`: (planned, in flight, done, failed).
+pub fn migrations(via: &Proc) -> (u64, u64, u64, u64) {
+    let out = run(&["cluster", "status", "--members", &via.addr], None);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("migrations:"))
+        .unwrap_or_else(|| panic!("no migrations line in {text}"));
+    let n: Vec<u64> = line
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    (n[0], n[1], n[2], n[3])
+}
+
+/// Whether the cluster seen through `via` has `n` members, nothing left to migrate, and owners
+/// balanced (at most one apart).
+pub fn settled(via: &Proc, n: usize) -> bool {
+    let (planned, in_flight, _, _) = migrations(via);
+    let rows = status(via);
+    let owned: Vec<usize> = rows.iter().filter(|r| !r.2).map(|r| r.3).collect();
+    let (min, max) = (owned.iter().min(), owned.iter().max());
+    rows.len() == n
+        && planned == 0
+        && in_flight == 0
+        && owned.iter().sum::<usize>() == 271
+        && matches!((min, max), (Some(a), Some(b)) if b - a <= 1)
 }
