@@ -5,16 +5,13 @@
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use corecast_engine::{BlockingMember, Config};
-use corecast_services::counter::Counter;
-use corecast_services::kv::KvStore;
 use support::procs::{backup_counts, joined, member, settled, status, wait_for, Proc};
+use support::writes::{check, client, start_writers, Ledger, Rng};
 
 /// The member flags of these tests: one shard each (several members share two cores), fast
 /// failure detection.
@@ -40,123 +37,6 @@ fn cluster(n: usize, extra: &[&str]) -> Vec<Proc> {
         || settled(&members[0], n),
     );
     members
-}
-
-fn client(via: &Proc) -> BlockingMember {
-    let config = Config {
-        shards: Some(1),
-        io_memory_kib: 256,
-        ..Config::default()
-    };
-    let builder = BlockingMember::builder(config)
-        .service::<corecast_services::counter::CounterService>()
-        .service::<corecast_services::kv::KvService>();
-    let client = futures_lite::future::block_on(corecast_net::start_client(
-        builder,
-        std::slice::from_ref(&via.addr),
-        Duration::from_secs(10),
-    ))
-    .unwrap();
-    BlockingMember::from(client)
-}
-
-/// What the writers did: per counter, increments attempted and acknowledged; keys put and
-/// acknowledged.
-#[derive(Default)]
-struct Ledger {
-    attempted: BTreeMap<String, i64>,
-    acked: BTreeMap<String, i64>,
-    keys: Vec<String>,
-    errors: usize,
-    /// The longest any single call took: after a kill, the failover time of the calls that hit
-    /// the dead member's partitions.
-    longest: Duration,
-}
-
-/// A small deterministic generator (xorshift), seeded per cycle.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
-/// `writers` threads write through `client` until `stop`: each increments counters and puts
-/// unique keys, recording acknowledgements in the ledger.
-fn start_writers(
-    client: &Arc<BlockingMember>,
-    writers: usize,
-    counters: usize,
-    stop: &Arc<AtomicBool>,
-    ledger: &Arc<Mutex<Ledger>>,
-) -> Vec<thread::JoinHandle<()>> {
-    (0..writers)
-        .map(|w| {
-            let (client, stop, ledger) = (client.clone(), stop.clone(), ledger.clone());
-            thread::spawn(move || {
-                let store: KvStore = client.object("acked").unwrap();
-                let mut seq = 0u64;
-                while !stop.load(Ordering::Relaxed) {
-                    seq += 1;
-                    let name = format!("c{}", (w + seq as usize) % counters);
-                    let counter: Counter = client.object(&name).unwrap();
-                    *ledger
-                        .lock()
-                        .unwrap()
-                        .attempted
-                        .entry(name.clone())
-                        .or_default() += 1;
-                    let started = Instant::now();
-                    let result = client.block_on(counter.inc(1));
-                    {
-                        let mut l = ledger.lock().unwrap();
-                        l.longest = l.longest.max(started.elapsed());
-                    }
-                    match result {
-                        Ok(_) => *ledger.lock().unwrap().acked.entry(name).or_default() += 1,
-                        Err(_) => ledger.lock().unwrap().errors += 1,
-                    }
-                    let key = format!("w{w}-{seq}");
-                    let started = Instant::now();
-                    let result = client.block_on(store.put(key.as_bytes(), key.as_bytes()));
-                    {
-                        let mut l = ledger.lock().unwrap();
-                        l.longest = l.longest.max(started.elapsed());
-                    }
-                    match result {
-                        Ok(()) => ledger.lock().unwrap().keys.push(key),
-                        Err(_) => ledger.lock().unwrap().errors += 1,
-                    }
-                }
-            })
-        })
-        .collect()
-}
-
-/// Every acknowledged increment and put is there; no counter is past what was attempted.
-fn check(client: &BlockingMember, ledger: &Ledger, what: &str) {
-    for (name, attempted) in &ledger.attempted {
-        let counter: Counter = client.object(name).unwrap();
-        let value = client.block_on(counter.inc(0)).unwrap();
-        let acked = ledger.acked.get(name).copied().unwrap_or(0);
-        assert!(
-            value >= acked && value <= *attempted,
-            "{what}: counter {name} is {value}, acknowledged {acked}, attempted {attempted}"
-        );
-    }
-    let store: KvStore = client.object("acked").unwrap();
-    for key in &ledger.keys {
-        let got = client.block_on(store.get(key.as_bytes())).unwrap();
-        assert_eq!(
-            got.as_deref(),
-            Some(key.as_bytes()),
-            "{what}: acknowledged put {key}"
-        );
-    }
 }
 
 /// One cycle: `n` members with `extra` flags, writers through the first, `kill` members (never

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod procs;
+pub mod writes;
 
 use corecast_engine::{BlockingMember, Config, Member};
 use corecast_services::builtin::with_builtin_services;

@@ -42,6 +42,21 @@ impl Proc {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+
+    /// SIGTERM (a graceful shutdown), then waits up to `limit` for the exit; its status.
+    pub fn sigterm(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(sent.success(), "kill -TERM {pid}");
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(start.elapsed() < limit, "no exit {limit:?} after SIGTERM");
+            sleep(Duration::from_millis(20));
+        }
+    }
 }
 
 impl Drop for Proc {
