@@ -22,7 +22,9 @@ fn start(seeds: &[&Proc], extra: &[&str]) -> Proc {
 }
 
 fn counter_script(n: usize) -> String {
-    (0..n).map(|i| format!("counter inc {i}counter\n")).collect()
+    (0..n)
+        .map(|i| format!("counter inc {i}counter\n"))
+        .collect()
 }
 
 #[test]
@@ -72,7 +74,9 @@ fn the_tutorials_migration_scenario_moves_counters_to_members_that_join() {
             members[3..]
                 .iter()
                 .zip(&before)
-                .find(|(m, n)| m.log().matches("Executing ").count() > **n && m.log().contains(&line))
+                .find(|(m, n)| {
+                    m.log().matches("Executing ").count() > **n && m.log().contains(&line)
+                })
                 .map(|(m, _)| format!("{i}counter on {}", m.addr))
         })
         .collect();
@@ -94,9 +98,11 @@ fn joins_and_deaths_under_writes(seed: u64, backups: usize, n: usize) {
         let next = start(&[&members[0]], &flags);
         members.push(next);
     }
-    wait_for("the first members, balanced", Duration::from_secs(30), || {
-        settled(&members[0], n)
-    });
+    wait_for(
+        "the first members, balanced",
+        Duration::from_secs(30),
+        || settled(&members[0], n),
+    );
     let writes = Writes::start(&members[0], 4, 8);
     thread::sleep(Duration::from_millis(300));
     for _ in 0..2 {
@@ -118,13 +124,17 @@ fn joins_and_deaths_under_writes(seed: u64, backups: usize, n: usize) {
     });
     let next = start(&[&members[0]], &flags);
     members.push(next);
-    wait_for("rebalanced after the last join", Duration::from_secs(60), || {
-        settled(&members[0], alive + 1)
-    });
+    wait_for(
+        "rebalanced after the last join",
+        Duration::from_secs(60),
+        || settled(&members[0], alive + 1),
+    );
     thread::sleep(Duration::from_millis(200));
     let what = format!("seed {seed}: backups {backups}, {n} members, +2, -{backups}, +1");
     let (keys, counters, errors, longest) = writes.finish(&what);
-    eprintln!("{what}: {keys} keys, {counters} counters, {errors} errors, longest call {longest:?}");
+    eprintln!(
+        "{what}: {keys} keys, {counters} counters, {errors} errors, longest call {longest:?}"
+    );
 }
 
 #[test]
@@ -168,9 +178,11 @@ fn a_graceful_shutdown_without_backups_loses_nothing() {
     thread::sleep(Duration::from_millis(300));
     let exit = members[0].sigterm(Duration::from_secs(30));
     assert!(exit.success(), "the master exits cleanly: {exit}");
-    wait_for("one member with everything", Duration::from_secs(20), || {
-        settled(&members[2], 1)
-    });
+    wait_for(
+        "one member with everything",
+        Duration::from_secs(20),
+        || settled(&members[2], 1),
+    );
     thread::sleep(Duration::from_millis(300));
     let (keys, counters, errors, _) =
         writes.finish("backup-count 0, two members shut down gracefully");

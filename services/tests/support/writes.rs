@@ -133,7 +133,6 @@ pub fn check(client: &BlockingMember, ledger: &Ledger, what: &str) {
     }
 }
 
-
 /// Writers running until [`Writes::finish`].
 pub struct Writes {
     pub client: Arc<BlockingMember>,
