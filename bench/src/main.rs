@@ -15,6 +15,7 @@
 
 mod baseline;
 mod embedded;
+mod migration;
 mod pingpong;
 mod report;
 mod workload;
@@ -68,6 +69,13 @@ struct Args {
     /// Skip the baseline (a bare hash map embedded; a raw TCP ping-pong networked).
     #[arg(long)]
     no_baseline: bool,
+    /// The migration benchmark instead: load this many MiB into one member, let a second join,
+    /// report the rebalance's time, stream throughput and client latency meanwhile.
+    #[arg(long, value_name = "MIB")]
+    migration_mib: Option<usize>,
+    /// Value size of the migration benchmark's data, in KiB.
+    #[arg(long, default_value_t = 64)]
+    migration_value_kib: usize,
     /// Benchmark a running cluster through the smart client instead of an embedded member.
     #[arg(long, value_name = "HOST:PORT,...", value_delimiter = ',')]
     members: Vec<String>,
@@ -104,6 +112,18 @@ fn run(args: Args) -> anyhow::Result<()> {
         "--counters and --keys must be at least 1"
     );
     let config = args.config.load()?;
+    if let Some(mib) = args.migration_mib {
+        anyhow::ensure!(
+            mib > 0 && args.migration_value_kib > 0,
+            "--migration-mib and --migration-value-kib must be at least 1"
+        );
+        let spec = migration::MigrationSpec {
+            mib,
+            value_kib: args.migration_value_kib,
+        };
+        print!("{}", migration::run(config, &spec)?);
+        return Ok(());
+    }
     let spec = WorkloadSpec {
         counters: args.counters,
         keys: args.keys,

@@ -264,7 +264,7 @@ impl Default for MigrationConfig {
     fn default() -> Self {
         Self {
             parallel: 0,
-            chunk_kib: 1024,
+            chunk_kib: 4096,
             window: 4,
             timeout_millis: 60_000,
             shutdown_timeout_millis: 60_000,

@@ -131,6 +131,14 @@ fn out_of_range_values_are_invalid_with_key_and_value() {
             "backups.failpoint-drop-backups-percent",
             "101",
         ),
+        ("[migration]\nchunk-kib = 0", "migration.chunk-kib", "0"),
+        (
+            "[network]\nmax-frame-kib = 1024\n[migration]\nchunk-kib = 2048",
+            "migration.chunk-kib",
+            "2048",
+        ),
+        ("[migration]\nwindow = 0", "migration.window", "0"),
+        ("[migration]\ntimeout-millis = 0", "migration.timeout-millis", "0"),
     ] {
         match Config::from_toml_str(text) {
             Err(e @ ConfigError::Invalid { .. }) => {
@@ -152,8 +160,10 @@ fn command_line_overrides_reach_every_section() {
         "network.bind=127.0.0.1:6000",
         "backups.backup-count=2",
         "cluster-name=blue",
+        "migration.parallel=3",
     ])
     .unwrap();
+    assert_eq!(config.migration.parallel, 3);
     assert_eq!(config.partition_count, 13);
     assert_eq!(config.network.bind.port(), 6000);
     assert_eq!(config.backups.backup_count, 2);

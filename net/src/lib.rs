@@ -24,4 +24,4 @@ mod sys;
 pub mod wire;
 
 pub use cluster::{start_client, start_member};
-pub use node::{ClusterStatus, MemberStatus, NetError, Network};
+pub use node::{ClusterStatus, MemberStatus, NetError, Network, StreamStats};

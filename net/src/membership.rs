@@ -85,7 +85,7 @@ pub struct Membership {
     planner: Planner,
     /// As master: members handing their partitions over before they leave.
     leaving: BTreeSet<MemberId>,
-    /// Migrations at once; 0 means one per shard of the data members (at least 4).
+    /// Migrations at once; 0 means one per shard of the data members.
     parallel: usize,
     /// A migration not ready this long after it started is rolled back.
     migration_timeout: Duration,
@@ -131,7 +131,7 @@ impl Membership {
         }
     }
 
-    /// Sets how many migrations run at once (0: one per shard of the data members, at least 4)
+    /// Sets how many migrations run at once (0: one per shard of the data members)
     /// and how long one may take before it is rolled back.
     pub fn with_migration(mut self, parallel: usize, timeout: Duration) -> Self {
         self.parallel = parallel;
@@ -409,7 +409,7 @@ impl Membership {
             .filter(|m| !m.lite)
             .map(|m| m.shards as usize)
             .sum();
-        shards.max(4)
+        shards.max(1)
     }
 
     /// As master: plans the table the data members (less the leaving ones) should reach and

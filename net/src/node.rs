@@ -103,8 +103,27 @@ pub struct ClusterStatus {
     pub migrations: MigrationProgress,
 }
 
+/// The partition streams this member sent as a migration source.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StreamStats {
+    /// Streams finished (one per destination of each migration).
+    pub streams: u64,
+    /// Snapshot bytes sent.
+    pub bytes: u64,
+    /// The streams' durations added up, in microseconds.
+    pub micros: u64,
+}
+
+impl StreamStats {
+    /// The mean throughput of one stream, in MB/s.
+    pub fn mb_per_sec(&self) -> f64 {
+        self.bytes as f64 / (self.micros.max(1) as f64 / 1e6) / 1e6
+    }
+}
+
 #[derive(Default)]
 struct Shared {
+    streams: StreamStats,
     status: ClusterStatus,
     table: Option<PartitionTable>,
     joined: bool,
@@ -249,6 +268,18 @@ impl Network {
     /// The cluster as last seen.
     pub fn status(&self) -> ClusterStatus {
         self.lock().status.clone()
+    }
+
+    /// The migration streams this member sent so far.
+    pub fn stream_stats(&self) -> StreamStats {
+        self.lock().streams
+    }
+
+    fn stream_sent(&self, bytes: u64, took: Duration) {
+        let mut shared = self.lock();
+        shared.streams.streams += 1;
+        shared.streams.bytes += bytes;
+        shared.streams.micros += took.as_micros() as u64;
     }
 
     /// The partition table as last seen (`None` before the first).

@@ -27,6 +27,10 @@ use super::*;
 use crate::membership::{row_from_wire, row_to_wire};
 use crate::replica::{decode_chunk, encode_chunk, ChunkHead, MIGRATION};
 
+/// Bytes queued on one connection past which a stream waits for its oldest ack before it
+/// queues more (several streams may share a connection).
+const STREAM_QUEUE: usize = 16 << 20;
+
 /// This member streams the partition away: it is held until the migration ends.
 pub(super) struct Outgoing {
     id: u64,
@@ -221,6 +225,7 @@ impl ShardNet {
                 .ok_or_else(|| format!("destination {dest} is not a member"))?;
             let bytes =
                 extension::migration_snapshot(partition, index).map_err(|e| e.to_string())?;
+            let streaming = Instant::now();
             let head = ChunkHead {
                 id,
                 master: master.0,
@@ -232,6 +237,8 @@ impl ShardNet {
                 to: row_to_wire(to),
             };
             self.stream(&member, partition, &bytes, head).await?;
+            self.net
+                .stream_sent(bytes.len() as u64, streaming.elapsed());
             sent += bytes.len();
         }
         Ok(sent)
@@ -269,10 +276,15 @@ impl ShardNet {
                 .start_call(header, &encode_chunk(&head, piece))
                 .map_err(|e| e.to_string())?;
             window.push_back(slot);
-            if window.len() >= self.net.migration.window as usize {
-                if let Some(slot) = window.pop_front() {
-                    self.acked(slot).await?;
-                }
+            // A full window, or a connection that other streams already filled, waits for the
+            // oldest ack: the writer's queue stays bounded.
+            while window.len() >= self.net.migration.window as usize
+                || (!window.is_empty() && c.queued() > STREAM_QUEUE)
+            {
+                let Some(slot) = window.pop_front() else {
+                    break;
+                };
+                self.acked(slot).await?;
             }
         }
         while let Some(slot) = window.pop_front() {
