@@ -224,8 +224,11 @@ impl PartitionTable {
                     row[0] = Some(*m);
                 }
             }
+            // Members that hold the data keep their order ahead of the refills: a refill copies
+            // the partition afterwards (anti-entropy) and must never be promoted before a
+            // replica that has it. Balance comes back through migrations (copy first).
             for slot in 1..depth.min(data_members.len()) {
-                assign_slot(&mut rows, slot, data_members);
+                fill_empty(&mut rows, slot, data_members);
             }
         }
         for row in &mut rows {
@@ -236,6 +239,35 @@ impl PartitionTable {
         PartitionTable {
             version: self.version + 1,
             rows,
+        }
+    }
+}
+
+/// Fills slot `slot` of the rows that have none with a member not in the row, the one holding
+/// that slot least often first.
+fn fill_empty(rows: &mut [Vec<Option<MemberId>>], slot: usize, members: &[MemberId]) {
+    let n = members.len().max(1);
+    let mut count: BTreeMap<MemberId, usize> = members.iter().map(|m| (*m, 0)).collect();
+    for m in rows.iter().filter_map(|row| row[slot]) {
+        if let Some(c) = count.get_mut(&m) {
+            *c += 1;
+        }
+    }
+    for (p, row) in rows.iter_mut().enumerate() {
+        if row[slot].is_some() {
+            continue;
+        }
+        let pick = members
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| !row.contains(&Some(**m)))
+            .min_by_key(|(i, m)| (count.get(*m).copied().unwrap_or(0), (i + n - p % n) % n))
+            .map(|(_, m)| *m);
+        if let Some(m) = pick {
+            row[slot] = Some(m);
+            if let Some(c) = count.get_mut(&m) {
+                *c += 1;
+            }
         }
     }
 }
@@ -593,5 +625,30 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn promotion_keeps_the_replicas_that_hold_data_ahead_of_refills() {
+        // Deaths noticed one after the other: a member refilled after the first must never be
+        // promoted ahead of an older replica after the second.
+        let t = table(271, 4).rebalance(&ids(6));
+        let first: Vec<MemberId> = ids(6)
+            .into_iter()
+            .filter(|m| m.0 != 2 && m.0 != 4)
+            .collect();
+        let once = t.promote(&first);
+        let rest: Vec<MemberId> = first.iter().copied().filter(|m| m.0 != 5).collect();
+        let twice = once.promote(&rest);
+        for (before, after) in t.rows.iter().zip(&twice.rows) {
+            let kept: Vec<MemberId> = before
+                .iter()
+                .flatten()
+                .copied()
+                .filter(|m| rest.contains(m))
+                .collect();
+            let front: Vec<MemberId> = after.iter().flatten().copied().take(kept.len()).collect();
+            assert_eq!(front, kept, "{before:?} -> {after:?}");
+        }
+        assert!(twice.is_complete(&rest));
     }
 }

@@ -1725,6 +1725,13 @@ impl ShardNet {
         })?;
         let (service, op) = extension::sync_operation();
         let snapshot = self.clone().forward(partition, service, op, bytes).await?;
+        if self.replica_of(partition) != Some(replica)
+            || self.migrations.borrow().has_incoming(partition)
+        {
+            // The replica moved meanwhile (or a migration is installing a newer copy): this
+            // answer is stale.
+            return Ok(());
+        }
         extension::install_snapshot(partition, replica, &snapshot)?;
         tracing::debug!(%partition, %replica, bytes = snapshot.len(), "replica fetched from the owner");
         Ok(())

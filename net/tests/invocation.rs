@@ -78,15 +78,15 @@ fn operations_run_on_the_owner_and_strangers_get_wrong_target() {
     .unwrap();
     let net_b = b.extension::<Network>().unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
-    while net_b
-        .status()
-        .members
-        .iter()
-        .filter(|m| m.owned > 0)
-        .count()
-        < 2
-    {
-        assert!(Instant::now() < deadline, "both members own partitions");
+    let settled = |s: corecast_net::ClusterStatus| {
+        s.members.iter().filter(|m| m.owned > 0).count() == 2
+            && s.migrations.planned + s.migrations.in_flight == 0
+    };
+    while !settled(net_b.status()) {
+        assert!(
+            Instant::now() < deadline,
+            "both members own partitions, migrations done"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 

@@ -60,6 +60,13 @@ pub(super) struct Migrations {
     incoming: AHashMap<u32, Incoming>,
 }
 
+impl Migrations {
+    /// Whether a migration is bringing `partition` to this shard.
+    pub(super) fn has_incoming(&self, partition: PartitionId) -> bool {
+        self.incoming.contains_key(&partition.0)
+    }
+}
+
 impl ShardNet {
     /// Whether `partition` is being streamed away from this member (its operations wait).
     pub(super) fn is_migrating(&self, partition: PartitionId) -> bool {
