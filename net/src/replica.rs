@@ -96,16 +96,8 @@ pub fn decode_chunk(payload: &[u8]) -> Result<(ChunkHead, &[u8]), String> {
             payload.len()
         )
     })?;
-    let word = |at: usize| {
-        let mut b = [0u8; 8];
-        b.copy_from_slice(&prefix[at..at + 8]);
-        u64::from_le_bytes(b)
-    };
-    let half = |at: usize| {
-        let mut b = [0u8; 4];
-        b.copy_from_slice(&prefix[at..at + 4]);
-        u32::from_le_bytes(b)
-    };
+    let word = |at: usize| u64::from_le_bytes(bytes_at(prefix, at));
+    let half = |at: usize| u32::from_le_bytes(bytes_at(prefix, at));
     let (index, count) = (half(24), half(28));
     let depth = usize::from(prefix[34]);
     let new = prefix[33];
@@ -146,6 +138,13 @@ pub struct BackupParts<'a> {
     pub op: &'a [u8],
 }
 
+/// The `N` bytes of `prefix` at `at`: the caller checked the prefix's length.
+fn bytes_at<const N: usize>(prefix: &[u8], at: usize) -> [u8; N] {
+    let mut b = [0u8; N];
+    b.copy_from_slice(&prefix[at..at + N]);
+    b
+}
+
 fn padded(n: usize) -> usize {
     n.div_ceil(16) * 16
 }
@@ -174,14 +173,8 @@ pub fn decode_backup(payload: &[u8]) -> Result<BackupParts<'_>, String> {
             payload.len()
         )
     })?;
-    let word = |at: usize| {
-        let mut b = [0u8; 8];
-        b.copy_from_slice(&prefix[at..at + 8]);
-        u64::from_le_bytes(b)
-    };
-    let mut len = [0u8; 4];
-    len.copy_from_slice(&prefix[16..20]);
-    let response_len = u32::from_le_bytes(len) as usize;
+    let word = |at: usize| u64::from_le_bytes(bytes_at(prefix, at));
+    let response_len = u32::from_le_bytes(bytes_at(prefix, 16)) as usize;
     if prefix[20..].iter().any(|b| *b != 0) {
         return Err("reserved bytes of a backup payload are not 0".into());
     }

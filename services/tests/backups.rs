@@ -14,20 +14,7 @@ use corecast_services::kv::{KvService, KvStore};
 
 /// A one-shard member on a free port joining `seeds`, with `tune` applied to its config.
 fn start(seeds: &[&BlockingMember], tune: impl Fn(&mut Config)) -> BlockingMember {
-    let port = support::procs::free_ports(1);
-    let mut config = Config {
-        shards: Some(1),
-        io_memory_kib: 256,
-        ..Config::default()
-    };
-    config.network.bind = ([127, 0, 0, 1], port).into();
-    config.network.seeds = seeds
-        .iter()
-        .map(|m| m.member().invoker().member().address.to_string())
-        .collect();
-    config.network.heartbeat_interval_millis = 100;
-    config.network.member_timeout_millis = 1000;
-    config.network.join_timeout_millis = 300;
+    let mut config = support::networked_config(seeds, 1);
     tune(&mut config);
     let builder = BlockingMember::builder(config)
         .service::<CounterService>()

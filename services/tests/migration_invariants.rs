@@ -17,7 +17,7 @@ use std::time::Duration;
 use corecast_engine::extension;
 use corecast_engine::prelude::*;
 use corecast_engine::table::MemberId;
-use corecast_engine::{BlockingMember, Config};
+use corecast_engine::BlockingMember;
 use corecast_net::Network;
 use corecast_services::counter::{Counter, CounterService};
 use corecast_services::kv::{KvService, KvStore};
@@ -65,20 +65,7 @@ impl Service for Probe {
 }
 
 fn start(seeds: &[&BlockingMember], shards: u32, backups: u8) -> BlockingMember {
-    let port = support::procs::free_ports(shards as u16);
-    let mut config = Config {
-        shards: Some(shards),
-        io_memory_kib: 256,
-        ..Config::default()
-    };
-    config.network.bind = ([127, 0, 0, 1], port).into();
-    config.network.seeds = seeds
-        .iter()
-        .map(|m| m.member().invoker().member().address.to_string())
-        .collect();
-    config.network.heartbeat_interval_millis = 100;
-    config.network.member_timeout_millis = 1000;
-    config.network.join_timeout_millis = 300;
+    let mut config = support::networked_config(seeds, shards);
     config.backups.backup_count = backups;
     config.backups.anti_entropy_interval_millis = 200;
     let builder = BlockingMember::builder(config)
@@ -120,7 +107,7 @@ fn versions(m: &BlockingMember, partition: PartitionId, slot: u8) -> Vec<(u16, u
 
 /// Waits until every live member agrees on the list and table and nothing migrates.
 fn quiet(live: &[&BlockingMember]) {
-    support::procs::wait_for("a quiet cluster", Duration::from_secs(30), || {
+    support::procs::wait_for("a quiet cluster", Duration::from_secs(60), || {
         let statuses: Vec<_> = live.iter().map(|m| network(m).status()).collect();
         statuses.iter().all(|s| {
             s.members.len() == live.len()
@@ -162,7 +149,7 @@ fn check_invariants(live: &[&BlockingMember], backups: u8, what: &str) {
         }
     }
     // Backups reach their owners' versions (anti-entropy repairs what a promotion left).
-    support::procs::wait_for("backups in step", Duration::from_secs(20), || {
+    support::procs::wait_for("backups in step", Duration::from_secs(60), || {
         table.rows.iter().enumerate().all(|(p, row)| {
             let p = PartitionId(p as u32);
             let Some(owner) = row[0].and_then(|o| ids.iter().position(|m| *m == o)) else {
