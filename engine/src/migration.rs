@@ -226,8 +226,9 @@ impl Planner {
         started
     }
 
-    /// The source reports migration `id` of `partition` copied (`ok`) or failed. Returns the
-    /// migration if it was in flight; a failed one is tried again after [`RETRY_DELAY`].
+    /// Migration `id` of `partition` ends: committed (`ok`), or failed (its copy failed, or its
+    /// row changed under it). Returns the migration if it was in flight; a failed one is tried
+    /// again after [`RETRY_DELAY`].
     pub fn finish(
         &mut self,
         id: u64,
@@ -248,16 +249,6 @@ impl Planner {
             self.fail(partition, now);
         }
         Some(m)
-    }
-
-    /// A migration that finished copying cannot be applied (its row changed under it): counted as
-    /// failed and tried again.
-    pub fn undo(&mut self, partition: PartitionId, now: Instant) {
-        self.done = self.done.saturating_sub(1);
-        if let Some(round) = &mut self.round {
-            round.done = round.done.saturating_sub(1);
-        }
-        self.fail(partition, now);
     }
 
     fn fail(&mut self, partition: PartitionId, now: Instant) {

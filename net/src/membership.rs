@@ -493,7 +493,7 @@ impl Membership {
         if !self.is_master() {
             return;
         }
-        let Some(m) = self.planner.finish(id, partition, ok, now) else {
+        let Some(m) = self.planner.in_flight(partition).filter(|m| m.id == id) else {
             return;
         };
         let live = self.data_members();
@@ -501,14 +501,15 @@ impl Membership {
         let applies = ok
             && row.and_then(|r| r.first().copied().flatten()) == Some(m.source)
             && m.to.iter().flatten().all(|x| live.contains(x));
+        let Some(m) = self.planner.finish(id, partition, applies, now) else {
+            return;
+        };
         if applies {
             if let Some(row) = self.table.rows.get_mut(partition.0 as usize) {
                 row.clone_from(&m.to);
             }
         } else {
-            if ok {
-                self.planner.undo(partition, now);
-            } else {
+            if !ok {
                 tracing::warn!(%partition, id, reason, "migration failed; it will be planned again");
             }
             self.rollback(&m);

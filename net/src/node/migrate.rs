@@ -53,6 +53,18 @@ pub(super) struct Incoming {
     started: Instant,
 }
 
+impl Incoming {
+    /// The destination's view of this migration, for its callbacks.
+    fn event(&self, partition: PartitionId) -> MigrationEvent {
+        MigrationEvent {
+            partition,
+            endpoint: MigrationEndpoint::Destination,
+            current_replica: self.current,
+            new_replica: Some(self.new),
+        }
+    }
+}
+
 /// The migrations of one shard's partitions, by partition.
 #[derive(Default)]
 pub(super) struct Migrations {
@@ -205,13 +217,7 @@ impl ShardNet {
                 started: Instant::now(),
             },
         );
-        let event = MigrationEvent {
-            partition,
-            endpoint: MigrationEndpoint::Source,
-            current_replica: Some(ReplicaIndex::PRIMARY),
-            new_replica: index_in(to, me),
-        };
-        extension::migration_event(&event, MigrationPhase::Before);
+        extension::migration_event(&source_event(partition, to, me), MigrationPhase::Before);
         let plan = Migration {
             id,
             partition,
@@ -440,23 +446,12 @@ impl ShardNet {
             (outs, ins)
         };
         for (p, o) in outs {
-            let event = MigrationEvent {
-                partition: PartitionId(p),
-                endpoint: MigrationEndpoint::Source,
-                current_replica: Some(ReplicaIndex::PRIMARY),
-                new_replica: index_in(&o.to, me),
-            };
+            let event = source_event(PartitionId(p), &o.to, me);
             extension::migration_event(&event, MigrationPhase::Commit);
         }
         let mut adopted = Vec::new();
         for (p, i) in ins {
-            let event = MigrationEvent {
-                partition: PartitionId(p),
-                endpoint: MigrationEndpoint::Destination,
-                current_replica: i.current,
-                new_replica: Some(i.new),
-            };
-            extension::migration_event(&event, MigrationPhase::Commit);
+            extension::migration_event(&i.event(PartitionId(p)), MigrationPhase::Commit);
             if i.new == ReplicaIndex::PRIMARY {
                 adopted.push(p);
             }
@@ -487,13 +482,7 @@ impl ShardNet {
         };
         if let Some(i) = inc {
             tracing::debug!(%partition, id = i.id, "migration rolled back at its destination");
-            let event = MigrationEvent {
-                partition,
-                endpoint: MigrationEndpoint::Destination,
-                current_replica: i.current,
-                new_replica: Some(i.new),
-            };
-            extension::migration_event(&event, MigrationPhase::Rollback);
+            extension::migration_event(&i.event(partition), MigrationPhase::Rollback);
         }
     }
 
@@ -507,13 +496,7 @@ impl ShardNet {
             }
         };
         if let Some(o) = removed {
-            let event = MigrationEvent {
-                partition,
-                endpoint: MigrationEndpoint::Source,
-                current_replica: Some(ReplicaIndex::PRIMARY),
-                new_replica: index_in(&o.to, self.net.id),
-            };
-            extension::migration_event(&event, phase);
+            extension::migration_event(&source_event(partition, &o.to, self.net.id), phase);
         }
     }
 
@@ -546,6 +529,16 @@ impl ShardNet {
             );
             self.roll_back(PartitionId(p), None);
         }
+    }
+}
+
+/// The source's view of a migration to row `to`: it owns the partition now.
+fn source_event(partition: PartitionId, to: &[Option<MemberId>], me: MemberId) -> MigrationEvent {
+    MigrationEvent {
+        partition,
+        endpoint: MigrationEndpoint::Source,
+        current_replica: Some(ReplicaIndex::PRIMARY),
+        new_replica: index_in(to, me),
     }
 }
 
