@@ -95,6 +95,8 @@ pub struct Config {
     /// The longest an idle shard blocks before it runs its other tasks again, in microseconds
     /// (50..=100000): bounds how long a task woken from another thread waits (see `shard.rs`).
     pub wake_tick_micros: u64,
+    /// How often services' timed work (a map's expiry) runs on every shard.
+    pub service_tick_millis: u64,
     /// Addresses and join.
     pub network: NetworkConfig,
     /// Default replica counts.
@@ -117,6 +119,7 @@ impl Default for Config {
             spin_before_park_micros: 0,
             preempt_timer_micros: 10_000,
             wake_tick_micros: 1000,
+            service_tick_millis: 100,
             network: NetworkConfig::default(),
             backups: BackupConfig::default(),
             migration: MigrationConfig::default(),
@@ -556,6 +559,13 @@ impl Config {
                 "must be 10..=1000000",
             ));
         }
+        if !(1..=60_000).contains(&self.service_tick_millis) {
+            return Err(invalid(
+                "service-tick-millis",
+                &self.service_tick_millis,
+                "must be 1..=60000",
+            ));
+        }
         if !(50..=100_000).contains(&self.wake_tick_micros) {
             return Err(invalid(
                 "wake-tick-micros",
@@ -718,7 +728,12 @@ impl Config {
         Duration::from_micros(self.preempt_timer_micros)
     }
 
-    /// The longest an idle shard blocks before it runs its other tasks again.
+    /// How often services' timed work runs.
+    pub fn service_tick(&self) -> Duration {
+        Duration::from_millis(self.service_tick_millis)
+    }
+
+    /// How often a shard's ticker rings sleeping shards.
     pub fn wake_tick(&self) -> Duration {
         Duration::from_micros(self.wake_tick_micros)
     }

@@ -55,6 +55,19 @@ pub trait Router {
 
     /// The shard is stopping: close listeners and connections (called on the shard's thread).
     fn shutdown(&self) {}
+
+    /// Shard 0: registers a listener on every other member's shards (and on members that join
+    /// later), delivering their events into `tx`; resolves once the members known now have it.
+    fn listen(
+        &self,
+        _spec: crate::events::ListenSpec,
+        _tx: flume::Sender<Bytes>,
+    ) -> Pin<Box<dyn Future<Output = ()>>> {
+        Box::pin(async {})
+    }
+
+    /// Shard 0: drops a listener everywhere.
+    fn unlisten(&self, _id: u64) {}
 }
 
 /// What an extension learns about a shard it starts on.
@@ -90,6 +103,17 @@ pub trait Extension: Send + Sync + 'static {
     /// The extension as `Any`, so callers can reach its concrete type through
     /// [`crate::Member::extension`].
     fn as_any(&self) -> &dyn Any;
+}
+
+/// Registers a listener on this shard, delivering into `sink` (for the network layer: the
+/// connection the subscriber registered on).
+pub fn add_listener(spec: &crate::events::ListenSpec, sink: Rc<dyn crate::events::EventSink>) {
+    shard::with_current_core(|core| core.events.add(spec, sink));
+}
+
+/// Drops a listener's registration on this shard.
+pub fn remove_listener(id: u64) {
+    shard::with_current_core(|core| core.events.remove(id));
 }
 
 /// Runs an operation that reached this shard from elsewhere (a socket) on `partition`, which this

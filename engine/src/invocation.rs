@@ -81,6 +81,15 @@ struct Routes {
     member: MemberInfo,
 }
 
+impl std::fmt::Debug for Invoker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Invoker")
+            .field("member", &self.inner.member.address)
+            .field("shards", &self.inner.shards.get())
+            .finish()
+    }
+}
+
 impl Invoker {
     pub(crate) fn new(
         links: Vec<Arc<ShardLink>>,
@@ -308,6 +317,22 @@ impl Invoker {
         link.send(msg)
             .await
             .map_err(|()| InvocationError::MemberStopped)
+    }
+
+    /// Runs `f` on shard `shard`'s thread without waiting for it (from `Drop`): sent from a
+    /// thread that is not a shard, or spawned when called on one (a full inbox must not block
+    /// a shard).
+    pub(crate) fn run_detached(&self, shard: ShardId, f: impl FnOnce() + Send + 'static) {
+        let msg = ShardMsg::Run(Box::new(f));
+        if crate::shard::current_shard(self.token()).is_some() {
+            let this = self.clone();
+            glommio::spawn_local(async move {
+                let _ = this.send(shard, msg).await;
+            })
+            .detach();
+        } else {
+            self.send_blocking(shard, msg);
+        }
     }
 
     /// Sends without waiting; used by shutdown from `Drop`, where no executor is around.

@@ -19,6 +19,8 @@
 //!   ring.
 //! - [`extension`]: hooks for the network layer: per-shard routing to partition owners, running
 //!   operations that arrived by socket.
+//! - [`events`]: listener registrations per shard, publishing events from operations and ticks,
+//!   the subscriber's [`events::Listener`].
 //! - [`invocation`]: routing an operation to its partition's shard and awaiting the response.
 //! - [`object`]: distributed objects by name: handles, creation, destruction, listing.
 //! - [`member`]: the embedded API: start a member, get objects, run work on shards, shut down.
@@ -32,6 +34,7 @@
 
 pub mod config;
 mod doorbell;
+pub mod events;
 pub mod extension;
 pub mod invocation;
 pub mod member;
@@ -63,6 +66,7 @@ pub use spi::{
 /// What a service implementation needs in scope.
 pub mod prelude {
     pub use crate::config::Properties;
+    pub use crate::events::{Events, Listener, TickContext};
     pub use crate::invocation::InvocationError;
     pub use crate::object::ObjectHandle;
     pub use crate::partition::{PartitionId, ShardId};

@@ -115,9 +115,16 @@ pub struct MemberBuilder {
     config: Config,
     factories: Vec<ServiceFactory>,
     extension: Option<Arc<dyn Extension>>,
+    id: u64,
 }
 
 impl MemberBuilder {
+    /// Sets the member's id (the network layer gives its own; random by default).
+    pub fn id(mut self, id: u64) -> Self {
+        self.id = id;
+        self
+    }
+
     /// Installs a layer above the engine (the network), started on every shard.
     pub fn extension(mut self, extension: Arc<dyn Extension>) -> Self {
         self.extension = Some(extension);
@@ -142,12 +149,14 @@ impl MemberBuilder {
     /// started are stopped again.
     pub async fn start(self) -> Result<Member, StartError> {
         let extension = self.extension.clone();
+        let id = self.id;
         let (config, factories) = self.checked()?;
         let shards = ShardCount::new(config.shard_count()).ok_or_else(|| invalid("shards", "0"))?;
         let partitions = PartitionCount::new(config.partition_count)
             .ok_or_else(|| invalid("partition-count", "0"))?;
         crate::memlock::check(config.io_memory_bytes() as u64 * u64::from(shards.get()))?;
         let member = MemberInfo {
+            id,
             cluster_name: config.cluster_name.clone(),
             address: config.network.bind,
         };
@@ -295,6 +304,7 @@ impl Member {
             config,
             factories: Vec::new(),
             extension: None,
+            id: crate::events::random_id(),
         }
     }
 

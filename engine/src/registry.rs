@@ -38,6 +38,8 @@ pub(crate) struct Target<'a> {
     pub replica: ReplicaIndex,
     pub mode: Mode,
     pub member: &'a MemberInfo,
+    /// The shard's listeners; operations publish to them as the owner only.
+    pub events: &'a crate::events::EventHub,
 }
 
 /// The backup an operation asked for, with the replica counts in effect for it.
@@ -114,6 +116,8 @@ pub(crate) trait ErasedSlot {
     fn migration(&mut self, local: usize, event: &MigrationEvent, phase: MigrationPhase);
     /// Whether one partition's container holds anything a replica would copy.
     fn holds_data(&self, local: usize, event: &ReplicationEvent) -> bool;
+    /// The service's periodic tick for one partition.
+    fn tick(&mut self, local: usize, ctx: &crate::events::TickContext<'_>);
 }
 
 impl<S: Service> ErasedSlot for ServiceSlot<S> {
@@ -201,6 +205,12 @@ impl<S: Service> ErasedSlot for ServiceSlot<S> {
         }
     }
 
+    fn tick(&mut self, local: usize, ctx: &crate::events::TickContext<'_>) {
+        if let Some(container) = self.containers.get_mut(local) {
+            self.service.tick(container, ctx);
+        }
+    }
+
     fn holds_data(&self, local: usize, event: &ReplicationEvent) -> bool {
         self.containers
             .get(local)
@@ -248,6 +258,10 @@ pub(crate) fn run_op<O: Operation>(
         partition: target.partition,
         replica: target.replica,
         member: target.member,
+        events: crate::events::Events::new(
+            (target.mode == Mode::Owner).then_some(target.events),
+            service_id,
+        ),
     };
     let response = O::run(op, &mut ctx)?;
     encode_into(&response, out).map_err(|e| OpError::Encode {

@@ -160,6 +160,8 @@ pub(crate) struct ShardCore {
     pub objects: Vec<AHashSet<(ServiceId, String)>>,
     /// Per local partition: namespace versions and remembered answers.
     pub replicas: Vec<ReplicaState>,
+    /// Listeners registered on this shard.
+    pub events: crate::events::EventHub,
 }
 
 impl ShardCore {
@@ -169,6 +171,7 @@ impl ShardCore {
             shard: spec.shard,
             shards: spec.shards,
             partitions: spec.partitions,
+            invoker: spec.invoker.clone(),
         };
         let local_slots = spec.shards.partition_slots(spec.shard, spec.partitions);
         let mut slots = Vec::with_capacity(spec.factories.len());
@@ -203,7 +206,33 @@ impl ShardCore {
                 .collect(),
             slots,
             dispatch,
+            events: crate::events::EventHub::default(),
         })
+    }
+
+    /// Runs every service's tick on every partition of this shard; `owner` says which this
+    /// member owns (events are published for those only).
+    pub fn tick(&mut self, owner: &dyn Fn(PartitionId) -> bool) {
+        let now = crate::events::now_millis();
+        let partitions: Vec<PartitionId> = self
+            .shards
+            .partitions_of(self.shard, self.partitions)
+            .collect();
+        for (slot_index, slot) in self.slots.iter_mut().enumerate() {
+            let Some(service) = self.dispatch.service_of(slot_index) else {
+                continue;
+            };
+            for (local, &p) in partitions.iter().enumerate() {
+                let owns = owner(p);
+                let ctx = crate::events::TickContext {
+                    partition: p,
+                    owner: owns,
+                    now,
+                    events: crate::events::Events::new(owns.then_some(&self.events), service),
+                };
+                slot.tick(local, &ctx);
+            }
+        }
     }
 
     /// The dense index of `partition` on this shard, if this shard holds it.
@@ -378,6 +407,7 @@ impl ShardCore {
             replica,
             mode,
             member: &self.member,
+            events: &self.events,
         };
         let slot = self
             .slots
@@ -635,6 +665,19 @@ pub(crate) fn with_local<R>(
     })
 }
 
+/// Runs `f` on the core and router of the shard this thread runs, whichever member it belongs
+/// to.
+pub(crate) fn with_current<R>(
+    f: impl FnOnce(&mut ShardCore, Option<Rc<dyn Router>>) -> R,
+) -> Option<R> {
+    CURRENT.with(|current| {
+        let current = current.try_borrow().ok()?;
+        let current = current.as_ref()?;
+        let mut core = current.core.try_borrow_mut().ok()?;
+        Some(f(&mut core, current.router.clone()))
+    })
+}
+
 /// Runs `f` on the core of the shard this thread runs, whichever member it belongs to.
 pub(crate) fn with_current_core<R>(f: impl FnOnce(&mut ShardCore) -> R) -> Option<R> {
     CURRENT.with(|current| {
@@ -816,6 +859,12 @@ pub(crate) fn spawn(
                 }
             });
             tracing::debug!(%shard, partitions = core.borrow().objects.len(), "shard started");
+            glommio::spawn_local(tick_loop(
+                Rc::downgrade(&core),
+                router.clone(),
+                spec.config.service_tick(),
+            ))
+            .detach();
             let _ = ready.send(Ok(()));
             let mut queues = Served {
                 inbox: queues.inbox,
@@ -836,6 +885,25 @@ pub(crate) fn spawn(
             reason: e.to_string(),
         })?;
     Ok(ShardThread { join, exited })
+}
+
+/// Runs the services' ticks every `every` until the shard's core is gone.
+async fn tick_loop(
+    core: std::rc::Weak<RefCell<ShardCore>>,
+    router: Option<Rc<dyn Router>>,
+    every: Duration,
+) {
+    loop {
+        glommio::timer::sleep(every).await;
+        let Some(core) = core.upgrade() else { return };
+        let Ok(mut core) = core.try_borrow_mut() else {
+            continue;
+        };
+        match &router {
+            Some(router) => core.tick(&|p| router.is_local(p)),
+            None => core.tick(&|_| true),
+        }
+    }
 }
 
 /// How many messages a shard handles before it lets its other tasks and the reactor run.

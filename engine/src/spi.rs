@@ -122,6 +122,9 @@ impl ReplicaIndex {
 /// Who a member is, as services see it: its cluster name and address.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MemberInfo {
+    /// The member's (or client's) id: unique in the cluster, random per process run. Services
+    /// record it as the owner of what dies with the member (a lock).
+    pub id: u64,
     /// The cluster this member belongs to.
     pub cluster_name: String,
     /// The member's address (its bind address; shard `i` listens on `port + i`).
@@ -135,6 +138,12 @@ pub enum MembershipEvent {
     Added(MemberInfo),
     /// A member left or was removed by the failure detector.
     Removed(MemberInfo),
+    /// A smart client's connection to this member closed (it died, disconnected or shut down).
+    /// Told only on the member the client kept its control connection to.
+    ClientLeft {
+        /// The client's id.
+        id: u64,
+    },
 }
 
 /// What a service's `init` learns about the shard it runs on.
@@ -148,6 +157,9 @@ pub struct ServiceContext {
     pub shards: ShardCount,
     /// The cluster's partition count.
     pub partitions: PartitionCount,
+    /// Invokes operations from the service's own tasks on this shard (a lock service releasing
+    /// what a dead member held, say).
+    pub invoker: crate::Invoker,
 }
 
 impl ServiceContext {
@@ -378,9 +390,10 @@ pub struct OpContext<'a, S: Service> {
     pub(crate) partition: PartitionId,
     pub(crate) replica: ReplicaIndex,
     pub(crate) member: &'a MemberInfo,
+    pub(crate) events: crate::events::Events<'a>,
 }
 
-impl<S: Service> OpContext<'_, S> {
+impl<'a, S: Service> OpContext<'a, S> {
     /// The partition the operation runs on.
     pub fn partition(&self) -> PartitionId {
         self.partition
@@ -399,6 +412,12 @@ impl<S: Service> OpContext<'_, S> {
     /// This member.
     pub fn member(&self) -> &MemberInfo {
         self.member
+    }
+
+    /// Where this run publishes events: the object's listeners when running as the partition's
+    /// owner, nowhere on a backup.
+    pub fn events(&self) -> &crate::events::Events<'a> {
+        &self.events
     }
 }
 
@@ -500,6 +519,10 @@ pub trait Service: Sized + 'static {
             Self::clear_replica(container);
         }
     }
+
+    /// Called every `service-tick-millis` for each partition this shard holds a container for
+    /// (owned, backed up, or empty): expiry and other timed work. Default: nothing.
+    fn tick(&mut self, _container: &mut Self::Container, _ctx: &crate::events::TickContext<'_>) {}
 
     /// Drops a partition replica's data. Default: a fresh container.
     fn clear_replica(container: &mut Self::Container) {

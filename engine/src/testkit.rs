@@ -26,6 +26,7 @@ pub struct PartitionHarness<S: Service> {
     member: MemberInfo,
     partition: PartitionId,
     replica: ReplicaIndex,
+    events: crate::events::EventHub,
 }
 
 impl<S: Service> PartitionHarness<S> {
@@ -42,14 +43,19 @@ impl<S: Service> PartitionHarness<S> {
     /// Errors: whatever the service's `init` returns.
     pub fn with_properties(properties: &Properties, port: u16) -> Result<Self, ServiceError> {
         let member = MemberInfo {
+            id: u64::from(port),
             cluster_name: "testkit".into(),
             address: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
         };
+        let shards = ShardCount::new(1).ok_or_else(|| ServiceError::new("no shard"))?;
+        let partitions = PartitionCount::new(1).ok_or_else(|| ServiceError::new("no partition"))?;
         let ctx = ServiceContext {
             member: member.clone(),
             shard: ShardId(0),
-            shards: ShardCount::new(1).ok_or_else(|| ServiceError::new("no shard"))?,
-            partitions: PartitionCount::new(1).ok_or_else(|| ServiceError::new("no partition"))?,
+            shards,
+            partitions,
+            // Reaches no shard: operations a service invokes from a harness fail.
+            invoker: crate::Invoker::new(Vec::new(), shards, partitions, member.clone()),
         };
         let mut ops = Operations::<S>::new();
         S::operations(&mut ops);
@@ -63,7 +69,36 @@ impl<S: Service> PartitionHarness<S> {
             member,
             partition: PartitionId(0),
             replica: ReplicaIndex::PRIMARY,
+            events: crate::events::EventHub::default(),
         })
+    }
+
+    /// Listens to object `name`'s events on this replica (published while it runs as the owner):
+    /// the archived events, as a listener would receive them.
+    pub fn listen(&mut self, name: &str, values: bool) -> flume::Receiver<Bytes> {
+        let (tx, rx) = flume::unbounded();
+        let spec = crate::events::ListenSpec {
+            id: crate::events::random_id(),
+            service: S::ID,
+            name: name.to_owned(),
+            values,
+        };
+        self.events
+            .add(&spec, std::rc::Rc::new(crate::events::ChannelSink::new(tx)));
+        rx
+    }
+
+    /// Runs the service's tick on the partition at time `now_millis`, as its owner (publishing
+    /// events) or as a backup.
+    pub fn tick(&mut self, now_millis: u64) {
+        let owner = !self.replica.is_backup();
+        let ctx = crate::events::TickContext {
+            partition: self.partition,
+            owner,
+            now: now_millis,
+            events: crate::events::Events::new(owner.then_some(&self.events), S::ID),
+        };
+        ErasedSlot::tick(&mut self.slot, 0, &ctx);
     }
 
     /// The partition's container.
@@ -217,6 +252,7 @@ impl<S: Service> PartitionHarness<S> {
                 Mode::Owner
             },
             member: &self.member,
+            events: &self.events,
         };
         let mut out = Bytes::new();
         let slot: &mut dyn ErasedSlot = &mut self.slot;

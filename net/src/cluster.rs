@@ -43,7 +43,11 @@ async fn start(
     network: Arc<Network>,
     patience: Duration,
 ) -> Result<Member, StartError> {
-    let member = builder.extension(network.clone()).start().await?;
+    let member = builder
+        .id(network.id().0)
+        .extension(network.clone())
+        .start()
+        .await?;
     if let Some(e) = network.start_errors().into_iter().next() {
         member.shutdown().await;
         return Err(StartError::Network(e.to_string()));

@@ -375,6 +375,7 @@ impl Outbound {
         addr: SocketAddr,
         max_payload: usize,
         on_control: impl Fn(Control) + 'static,
+        on_event: impl Fn(&Header, &[u8]) + 'static,
     ) -> Result<Rc<Outbound>, ConnError> {
         let (reader, writer_stream) = crate::sys::split(stream).map_err(|e| io_error(addr, &e))?;
         let writer = Writer::new(max_payload);
@@ -386,7 +387,7 @@ impl Outbound {
         });
         let this = conn.clone();
         glommio::spawn_local(async move {
-            let end = this.read_loop(reader, rb, on_control).await;
+            let end = this.read_loop(reader, rb, on_control, on_event).await;
             if let Err(e) = &end {
                 tracing::debug!(error = %e, "connection closed");
             }
@@ -405,6 +406,7 @@ impl Outbound {
         mut stream: TcpStream,
         mut rb: ReadBuf,
         on_control: impl Fn(Control),
+        on_event: impl Fn(&Header, &[u8]),
     ) -> Result<(), ConnError> {
         let addr = self.addr;
         while let Some((h, payload)) = read_frame(&mut stream, &mut rb, addr).await? {
@@ -416,6 +418,7 @@ impl Outbound {
                     }
                 }
                 FrameKind::Control => on_control(decode_control(&payload, addr)?),
+                FrameKind::Event => on_event(&h, &payload),
                 FrameKind::Request | FrameKind::Replica => {
                     return Err(ConnError::Protocol {
                         addr,

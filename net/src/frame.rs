@@ -42,6 +42,9 @@ pub enum FrameKind {
     /// Replica traffic from a partition's owner to a backup: a backup operation, or the owner's
     /// versions for the anti-entropy check (see `replica.rs`).
     Replica = 4,
+    /// An event for a listener the peer registered on this connection (correlation: the
+    /// listener's id; service: the object's service).
+    Event = 5,
 }
 
 /// A frame's fixed header.
@@ -213,6 +216,7 @@ pub fn decode(buf: &[u8], max_payload: usize) -> Result<Option<Header>, FrameErr
         2 => FrameKind::Response,
         3 => FrameKind::Control,
         4 => FrameKind::Replica,
+        5 => FrameKind::Event,
         kind => return Err(FrameError::UnknownKind { kind }),
     };
     let reserved = u32::from_le_bytes(le(buf, 36));

@@ -37,6 +37,7 @@ use crate::membership::{table_from_wire, Action, Membership, Timing};
 use crate::replica::{decode_backup, encode_backup, BACKUP, MIGRATION, VERSIONS};
 use crate::wire::{Control, MemberEntry, Role, Status, WireError};
 
+mod events;
 mod migrate;
 
 /// Why the network could not start.
@@ -513,6 +514,8 @@ struct ShardNet {
     migrations: RefCell<migrate::Migrations>,
     /// Shard 0: the rebalance as last heard.
     progress: std::cell::Cell<MigrationProgress>,
+    /// Shard 0: this member's or client's listeners and where they are registered.
+    subs: RefCell<events::Subscriptions>,
 }
 
 /// A backup frame kept while its replica fetches the partition.
@@ -572,6 +575,7 @@ impl ShardNet {
             rng: std::cell::Cell::new(random_id() | 1),
             migrations: RefCell::new(migrate::Migrations::default()),
             progress: std::cell::Cell::new(MigrationProgress::default()),
+            subs: RefCell::new(events::Subscriptions::default()),
         });
         SHARD.with(|s| *s.borrow_mut() = Some(sn.clone()));
         if net.role == Role::Member {
@@ -673,12 +677,23 @@ impl ShardNet {
             timeout,
         )
         .await?;
-        let this = Rc::downgrade(self);
-        Outbound::start(stream, rb, addr, self.net.max_payload, move |msg| {
-            if let Some(sn) = this.upgrade() {
-                sn.on_control(msg, None);
-            }
-        })
+        let (this, events) = (Rc::downgrade(self), Rc::downgrade(self));
+        Outbound::start(
+            stream,
+            rb,
+            addr,
+            self.net.max_payload,
+            move |msg| {
+                if let Some(sn) = this.upgrade() {
+                    sn.on_control(msg, None);
+                }
+            },
+            move |h, payload| {
+                if let Some(sn) = events.upgrade() {
+                    sn.on_event(h, payload);
+                }
+            },
+        )
     }
 
     /// Sends a control message to the member at base address `addr` (in the background); to
@@ -924,6 +939,7 @@ impl ShardNet {
     /// Tells every shard's services and the embedded listeners who joined and who left.
     fn membership_events(self: &Rc<Self>, added: &[MemberEntry], removed: &[MemberEntry]) {
         let info = |m: &MemberEntry| MemberInfo {
+            id: m.id.0,
             cluster_name: self.net.cluster.clone(),
             address: m.addr,
         };
@@ -1087,6 +1103,18 @@ async fn call_within(
 struct ShardRouter(Rc<ShardNet>);
 
 impl Router for ShardRouter {
+    fn listen(
+        &self,
+        spec: corecast_engine::events::ListenSpec,
+        tx: flume::Sender<Bytes>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> {
+        Box::pin(self.0.clone().listen(spec, tx))
+    }
+
+    fn unlisten(&self, id: u64) {
+        self.0.unlisten(id);
+    }
+
     fn is_local(&self, partition: PartitionId) -> bool {
         self.0.is_local(partition)
     }
@@ -1216,13 +1244,18 @@ async fn serve_connection(
     let Some((h, payload)) = first else {
         return Ok(());
     };
+    let client;
     let refusal = match (h.kind, conn::decode_control(&payload, peer)) {
         (
             FrameKind::Control,
             Ok(Control::Hello {
-                cluster, secret, ..
+                cluster,
+                secret,
+                role,
+                id,
             }),
         ) => {
+            client = (role == Role::Client).then_some(id);
             if cluster != sn.net.cluster {
                 Some(format!(
                     "cluster name mismatch: this member is in `{}`, the peer in `{cluster}`",
@@ -1262,15 +1295,40 @@ async fn serve_connection(
     }
     let result = serve_frames(sn, reader, rb, &writer, peer).await;
     writer.close();
+    if let (Some(id), Role::Member, 0) = (client, sn.net.role, sn.shard.0) {
+        // What the client held (a lock) is released by the services on this member.
+        tracing::debug!(client = id, %peer, "client disconnected");
+        let event = MembershipEvent::ClientLeft { id };
+        sn.net.emit(&event);
+        sn.on_shards(0..sn.shards.get(), move || {
+            extension::membership_changed(&event);
+        });
+    }
     result
 }
 
 async fn serve_frames(
     sn: &Rc<ShardNet>,
+    stream: TcpStream,
+    rb: ReadBuf,
+    writer: &Rc<Writer>,
+    peer: SocketAddr,
+) -> Result<(), ConnError> {
+    let mut held = Vec::new();
+    let result = serve_requests(sn, stream, rb, writer, peer, &mut held).await;
+    for id in held {
+        extension::remove_listener(id);
+    }
+    result
+}
+
+async fn serve_requests(
+    sn: &Rc<ShardNet>,
     mut stream: TcpStream,
     mut rb: ReadBuf,
     writer: &Rc<Writer>,
     peer: SocketAddr,
+    held: &mut Vec<u64>,
 ) -> Result<(), ConnError> {
     let mut out = Bytes::new();
     loop {
@@ -1282,6 +1340,11 @@ async fn serve_frames(
                 .map_err(|source| ConnError::Frame { addr: peer, source })?;
             let Some((h, payload)) = next else { break };
             match h.kind {
+                FrameKind::Request if ShardNet::is_listener_request(&h) => {
+                    if let Err(reason) = sn.serve_listener(&h, payload, writer, held) {
+                        return Err(ConnError::Protocol { addr: peer, reason });
+                    }
+                }
                 FrameKind::Request => {
                     out.clear();
                     let (status, close, acks) = sn.run_request(&h, payload, &mut out);
@@ -1323,10 +1386,10 @@ async fn serve_frames(
                         return Err(ConnError::Protocol { addr: peer, reason });
                     }
                 }
-                FrameKind::Response => {
+                FrameKind::Response | FrameKind::Event => {
                     return Err(ConnError::Protocol {
                         addr: peer,
-                        reason: "a response on an inbound connection".into(),
+                        reason: format!("a {:?} frame on an inbound connection", h.kind),
                     })
                 }
             }

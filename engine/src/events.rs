@@ -1,0 +1,323 @@
+//! Events from partitions to listeners: a map's entry events, a topic's messages.
+//!
+//! Owns: the per-shard [`EventHub`] (crate-private) of listener registrations by object, the
+//! [`Events`] handle an operation or a tick publishes through, the [`EventSink`] trait a
+//! registration delivers into (a local bounded channel, [`ChannelSink`], or — in the network
+//! layer — the connection the subscriber registered on), and [`Listener`], the subscriber's end.
+//!
+//! A listener registers on every shard of every member (the network layer does the remote part
+//! through [`crate::extension::Router::listen`]); a partition's owner publishes the events of its
+//! operations to the registrations for the object on its shard. One shard writes one
+//! registration's events in the order its operations ran, so a key's events arrive in order
+//! while its partition stays put. Backups publish nothing.
+//!
+//! Delivery never blocks the shard: a subscriber that falls `EVENT_QUEUE` events behind loses
+//! the newest (counted, and logged).
+
+use std::cell::Cell;
+use std::rc::Rc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use ahash::AHashMap;
+
+use crate::invocation::{InvocationError, Invoker};
+use crate::partition::{PartitionId, ShardId};
+use crate::payload::{encode, Bytes, Payload};
+use crate::spi::ServiceId;
+
+/// How many undelivered events a listener's channel holds before new ones are dropped.
+pub const EVENT_QUEUE: usize = 1 << 16;
+
+/// Milliseconds since the Unix epoch by this machine's clock: the time base of expiry times that
+/// travel between members.
+pub fn now_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// What a listener subscribes to, as sent to every shard.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListenSpec {
+    /// Unique per listener (random).
+    pub id: u64,
+    /// The object's service.
+    pub service: ServiceId,
+    /// The object.
+    pub name: String,
+    /// Whether events carry values (keys only otherwise).
+    pub values: bool,
+}
+
+/// Where a registration's events go. Runs on the publishing shard's thread.
+pub trait EventSink {
+    /// Delivers one archived event of `service` for `listener`; false when the subscriber is gone
+    /// for good (the registration may be dropped).
+    fn deliver(&self, listener: u64, service: ServiceId, event: &[u8]) -> bool;
+}
+
+/// A sink into a bounded channel on this machine: full drops the event (counted, logged).
+pub struct ChannelSink {
+    tx: flume::Sender<Bytes>,
+    dropped: Cell<u64>,
+}
+
+impl ChannelSink {
+    /// A sink sending into `tx`.
+    pub fn new(tx: flume::Sender<Bytes>) -> Self {
+        Self {
+            tx,
+            dropped: Cell::new(0),
+        }
+    }
+}
+
+impl EventSink for ChannelSink {
+    fn deliver(&self, listener: u64, _service: ServiceId, event: &[u8]) -> bool {
+        let mut bytes = Bytes::with_capacity(event.len());
+        bytes.extend_from_slice(event);
+        match self.tx.try_send(bytes) {
+            Ok(()) => true,
+            Err(flume::TrySendError::Full(_)) => {
+                let n = self.dropped.get() + 1;
+                self.dropped.set(n);
+                if n.is_power_of_two() {
+                    tracing::warn!(
+                        listener,
+                        dropped = n,
+                        "a listener is behind: events dropped"
+                    );
+                }
+                true
+            }
+            Err(flume::TrySendError::Disconnected(_)) => false,
+        }
+    }
+}
+
+struct Registration {
+    id: u64,
+    values: bool,
+    sink: Rc<dyn EventSink>,
+}
+
+/// One shard's listener registrations, by object.
+#[derive(Default)]
+pub(crate) struct EventHub {
+    objects: AHashMap<(ServiceId, String), Vec<Registration>>,
+    names: AHashMap<u64, (ServiceId, String)>,
+}
+
+impl EventHub {
+    /// Registers (or re-registers) a listener.
+    pub fn add(&mut self, spec: &ListenSpec, sink: Rc<dyn EventSink>) {
+        self.remove(spec.id);
+        let key = (spec.service, spec.name.clone());
+        self.objects
+            .entry(key.clone())
+            .or_default()
+            .push(Registration {
+                id: spec.id,
+                values: spec.values,
+                sink,
+            });
+        self.names.insert(spec.id, key);
+    }
+
+    /// Drops a listener's registration; false if there was none.
+    pub fn remove(&mut self, id: u64) -> bool {
+        let Some(key) = self.names.remove(&id) else {
+            return false;
+        };
+        if let Some(list) = self.objects.get_mut(&key) {
+            list.retain(|r| r.id != id);
+            if list.is_empty() {
+                self.objects.remove(&key);
+            }
+        }
+        true
+    }
+}
+
+/// The way an operation (as its partition's owner) or a tick publishes events. On a backup
+/// replica it publishes nothing.
+#[derive(Clone, Copy)]
+pub struct Events<'a> {
+    hub: Option<&'a EventHub>,
+    service: ServiceId,
+}
+
+impl<'a> Events<'a> {
+    pub(crate) fn new(hub: Option<&'a EventHub>, service: ServiceId) -> Self {
+        Self { hub, service }
+    }
+
+    /// Publishes nowhere (backups, tests).
+    pub fn none(service: ServiceId) -> Self {
+        Self { hub: None, service }
+    }
+
+    fn registrations(&self, name: &str) -> Option<&'a [Registration]> {
+        let hub = self.hub?;
+        if hub.objects.is_empty() {
+            return None;
+        }
+        // One allocation-free lookup would need a borrowed key type; object names are short.
+        hub.objects
+            .get(&(self.service, name.to_owned()))
+            .map(Vec::as_slice)
+    }
+
+    /// Whether anyone listens to object `name` here (skip building events otherwise).
+    pub fn listening(&self, name: &str) -> bool {
+        self.registrations(name).is_some_and(|r| !r.is_empty())
+    }
+
+    /// Publishes an event of object `name` to its listeners: `make(true)` for those that asked
+    /// for values, `make(false)` for the others; each is built and archived at most once.
+    pub fn publish<E: Payload>(&self, name: &str, make: impl Fn(bool) -> E) {
+        let Some(list) = self.registrations(name) else {
+            return;
+        };
+        let mut built: [Option<Bytes>; 2] = [None, None];
+        for r in list {
+            let slot = &mut built[usize::from(r.values)];
+            if slot.is_none() {
+                match encode(&make(r.values)) {
+                    Ok(bytes) => *slot = Some(bytes),
+                    Err(e) => {
+                        tracing::error!(service = %self.service, error = %e, "event not encoded");
+                        return;
+                    }
+                }
+            }
+            if let Some(bytes) = slot {
+                r.sink.deliver(r.id, self.service, bytes);
+            }
+        }
+    }
+}
+
+/// What a service's periodic [`crate::Service::tick`] sees for one partition.
+pub struct TickContext<'a> {
+    pub(crate) partition: PartitionId,
+    pub(crate) owner: bool,
+    pub(crate) now: u64,
+    pub(crate) events: Events<'a>,
+}
+
+impl TickContext<'_> {
+    /// The partition.
+    pub fn partition(&self) -> PartitionId {
+        self.partition
+    }
+
+    /// Whether this member owns the partition (else it holds a backup, or nothing yet).
+    pub fn is_owner(&self) -> bool {
+        self.owner
+    }
+
+    /// Milliseconds since the Unix epoch ([`now_millis`]), read once per tick.
+    pub fn now_millis(&self) -> u64 {
+        self.now
+    }
+
+    /// Publishes events (on the owner only).
+    pub fn events(&self) -> &Events<'_> {
+        &self.events
+    }
+}
+
+/// A listener's end: archived events of one object, from every partition, as they come.
+///
+/// Dropping it unregisters the listener everywhere.
+pub struct Listener {
+    spec: ListenSpec,
+    rx: flume::Receiver<Bytes>,
+    invoker: Invoker,
+}
+
+impl Listener {
+    /// Registers `spec` on every shard of this member, and through the network on every member
+    /// of the cluster (awaited, so events of operations that start after this returns reach it).
+    ///
+    /// Errors: `MemberStopped` if the member stops meanwhile.
+    pub async fn register(invoker: Invoker, spec: ListenSpec) -> Result<Self, InvocationError> {
+        let (tx, rx) = flume::bounded(EVENT_QUEUE);
+        for s in 0..invoker.shard_count().get() {
+            let (spec, tx) = (spec.clone(), tx.clone());
+            let remote = invoker
+                .run_on(ShardId(s), move || {
+                    let router = crate::shard::with_current(|core, router| {
+                        core.events
+                            .add(&spec, Rc::new(ChannelSink::new(tx.clone())));
+                        router
+                    })
+                    .flatten();
+                    async move {
+                        if s == 0 {
+                            if let Some(router) = router {
+                                router.listen(spec, tx).await;
+                            }
+                        }
+                    }
+                })
+                .await;
+            remote?;
+        }
+        Ok(Self { spec, rx, invoker })
+    }
+
+    /// The listener's id.
+    pub fn id(&self) -> u64 {
+        self.spec.id
+    }
+
+    /// The next event, waiting for it; `None` once the member stopped.
+    pub async fn next(&self) -> Option<Bytes> {
+        self.rx.recv_async().await.ok()
+    }
+
+    /// The next event if one is there.
+    pub fn try_next(&self) -> Option<Bytes> {
+        self.rx.try_recv().ok()
+    }
+
+    /// The next event, waiting at most `timeout` (blocking the thread).
+    pub fn next_timeout(&self, timeout: Duration) -> Option<Bytes> {
+        self.rx.recv_timeout(timeout).ok()
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        let id = self.spec.id;
+        for s in 0..self.invoker.shard_count().get() {
+            let job = move || {
+                let router = crate::shard::with_current(|core, router| {
+                    core.events.remove(id);
+                    router
+                })
+                .flatten();
+                if s == 0 {
+                    if let Some(router) = router {
+                        router.unlisten(id);
+                    }
+                }
+            };
+            self.invoker.run_detached(ShardId(s), job);
+        }
+    }
+}
+
+/// A fresh random listener id.
+pub fn random_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.finish() | 1
+}
