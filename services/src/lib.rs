@@ -2,6 +2,7 @@
 //!
 //! Module map:
 //! - [`counter`]: the Counter of Hazelcast's SPI tutorial (inc with backup and migration).
+//! - [`map`]: the distributed Map: TTL, eviction, entry listeners, typed access.
 //! - [`kv`]: a minimal key-value service, for the benchmark until the full Map lands.
 //! - [`config_args`]: the command-line flags every binary shares to load a config.
 //! - [`logging`]: the binaries' tracing subscriber.
@@ -11,6 +12,7 @@ pub mod config_args;
 pub mod counter;
 pub mod kv;
 pub mod logging;
+pub mod map;
 
 /// Registering the built-in services.
 pub mod builtin {
@@ -21,5 +23,6 @@ pub mod builtin {
         builder
             .service::<crate::counter::CounterService>()
             .service::<crate::kv::KvService>()
+            .service::<crate::map::MapService>()
     }
 }

@@ -1,0 +1,373 @@
+//! One map's entries in one partition, packed for memory: the store a map's container holds.
+//!
+//! Each entry is one heap allocation: a 12-byte header (expiry time in milliseconds since the
+//! Unix epoch, 48 bits, 0 for none; key length, 16 bits; an access stamp for eviction, 32 bits),
+//! then the key, then the value. Entries sit densely in a `Vec` and a `HashTable<u32>` indexes
+//! them by key hash (4 bytes a slot), so the fixed cost of an entry is its 16-byte box in the
+//! vector, its 4-byte index slot with hashbrown's control byte, and the 12-byte header.
+//!
+//! Entries with an expiry are also queued by deadline (`expiring`, deadline and key hash); stale
+//! queue items (the entry changed or went) are skipped when they come up.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
+use hashbrown::HashTable;
+
+/// Bytes of an entry's header.
+const HEADER: usize = 12;
+
+/// The longest key a map takes.
+pub const MAX_KEY: usize = u16::MAX as usize;
+
+/// Fixed seeds: the same key hashes the same in every store (deterministic tests and sizes).
+fn hasher() -> ahash::RandomState {
+    ahash::RandomState::with_seeds(
+        0x243f_6a88_85a3_08d3,
+        0x1319_8a2e_0370_7344,
+        0xa409_3822_299f_31d0,
+        0x082e_fa98_ec4e_6c89,
+    )
+}
+
+/// One packed entry.
+pub type Packed = Box<[u8]>;
+
+/// The key of a packed entry.
+pub fn key(e: &[u8]) -> &[u8] {
+    let len = u16::from_le_bytes([e[6], e[7]]) as usize;
+    &e[HEADER..HEADER + len]
+}
+
+/// The value of a packed entry.
+pub fn value(e: &[u8]) -> &[u8] {
+    let len = u16::from_le_bytes([e[6], e[7]]) as usize;
+    &e[HEADER + len..]
+}
+
+/// The expiry time of a packed entry (ms since the epoch), 0 for none.
+pub fn expires(e: &[u8]) -> u64 {
+    let mut b = [0u8; 8];
+    b[..6].copy_from_slice(&e[..6]);
+    u64::from_le_bytes(b)
+}
+
+fn stamp(e: &[u8]) -> u32 {
+    u32::from_le_bytes([e[8], e[9], e[10], e[11]])
+}
+
+fn set_stamp(e: &mut [u8], v: u32) {
+    e[8..12].copy_from_slice(&v.to_le_bytes());
+}
+
+fn set_expires(e: &mut [u8], at: u64) {
+    e[..6].copy_from_slice(&at.min((1 << 48) - 1).to_le_bytes()[..6]);
+}
+
+/// Packs an entry. `key` must be at most [`MAX_KEY`] bytes (the caller checks).
+pub fn pack(key: &[u8], value: &[u8], expires_at: u64) -> Packed {
+    let mut e = vec![0u8; HEADER + key.len() + value.len()];
+    set_expires(&mut e, expires_at);
+    e[6..8].copy_from_slice(&(key.len().min(MAX_KEY) as u16).to_le_bytes());
+    e[HEADER..HEADER + key.len()].copy_from_slice(key);
+    e[HEADER + key.len()..].copy_from_slice(value);
+    e.into_boxed_slice()
+}
+
+/// How the access stamp is kept, and which entry eviction picks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Eviction {
+    /// Least recently used (stamp: seconds of the last access).
+    Lru,
+    /// Least frequently used (stamp: accesses, saturating).
+    Lfu,
+    /// Any entry.
+    Random,
+}
+
+/// One map's entries in one partition.
+pub struct Store {
+    index: HashTable<u32>,
+    entries: Vec<Packed>,
+    expiring: BinaryHeap<Reverse<(u64, u64)>>,
+    hasher: ahash::RandomState,
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        Self {
+            index: HashTable::new(),
+            entries: Vec::new(),
+            expiring: BinaryHeap::new(),
+            hasher: hasher(),
+        }
+    }
+}
+
+impl Store {
+    fn hash(&self, key: &[u8]) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    fn find(&self, hash: u64, k: &[u8]) -> Option<usize> {
+        let entries = &self.entries;
+        self.index
+            .find(hash, |&i| key(&entries[i as usize]) == k)
+            .map(|&i| i as usize)
+    }
+
+    /// Entries, expired ones included until they are swept.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The live entry of `key` at `now`.
+    pub fn get(&self, k: &[u8], now: u64) -> Option<&Packed> {
+        let i = self.find(self.hash(k), k)?;
+        let e = &self.entries[i];
+        live(e, now).then_some(e)
+    }
+
+    /// Notes an access to `key` for eviction.
+    pub fn touch(&mut self, k: &[u8], policy: Eviction, now: u64) {
+        if let Some(i) = self.find(self.hash(k), k) {
+            let e = &mut self.entries[i];
+            let v = match policy {
+                Eviction::Lru => (now / 1000) as u32,
+                Eviction::Lfu => stamp(e).saturating_add(1),
+                Eviction::Random => return,
+            };
+            set_stamp(e, v);
+        }
+    }
+
+    /// Stores `entry` (packed); returns the entry it replaced, expired or not.
+    pub fn insert(&mut self, entry: Packed, policy: Eviction, now: u64) -> Option<Packed> {
+        let mut entry = entry;
+        let hash = self.hash(key(&entry));
+        let at = expires(&entry);
+        if at != 0 {
+            self.expiring.push(Reverse((at, hash)));
+        }
+        set_stamp(
+            &mut entry,
+            match policy {
+                Eviction::Lru => (now / 1000) as u32,
+                Eviction::Lfu | Eviction::Random => 0,
+            },
+        );
+        if let Some(i) = self.find(hash, key(&entry)) {
+            return Some(std::mem::replace(&mut self.entries[i], entry));
+        }
+        let i = self.entries.len() as u32;
+        self.entries.push(entry);
+        let (entries, hasher) = (&self.entries, &self.hasher);
+        self.index
+            .insert_unique(hash, i, |&j| hasher.hash_one(key(&entries[j as usize])));
+        None
+    }
+
+    /// Changes the expiry of `key`'s entry; false if there is none.
+    pub fn set_expiry(&mut self, k: &[u8], at: u64) -> bool {
+        let hash = self.hash(k);
+        let Some(i) = self.find(hash, k) else {
+            return false;
+        };
+        set_expires(&mut self.entries[i], at);
+        if at != 0 {
+            self.expiring.push(Reverse((at, hash)));
+        }
+        true
+    }
+
+    /// Removes `key`'s entry, expired or not.
+    pub fn remove(&mut self, k: &[u8]) -> Option<Packed> {
+        let hash = self.hash(k);
+        let i = self.find(hash, k)?;
+        Some(self.remove_at(hash, i))
+    }
+
+    fn remove_at(&mut self, hash: u64, i: usize) -> Packed {
+        if let Ok(slot) = self.index.find_entry(hash, |&j| j as usize == i) {
+            slot.remove();
+        }
+        let last = self.entries.len() - 1;
+        let removed = self.entries.swap_remove(i);
+        if i != last {
+            // The last entry moved to `i`: point its index slot there.
+            let moved = self.hash(key(&self.entries[i]));
+            if let Some(slot) = self.index.find_mut(moved, |&j| j as usize == last) {
+                *slot = i as u32;
+            }
+        }
+        removed
+    }
+
+    /// Drops every entry.
+    pub fn clear(&mut self) -> Vec<Packed> {
+        self.index.clear();
+        self.expiring.clear();
+        std::mem::take(&mut self.entries)
+    }
+
+    /// Every entry (expired ones included until swept).
+    pub fn iter(&self) -> impl Iterator<Item = &Packed> {
+        self.entries.iter()
+    }
+
+    /// Removes entries whose expiry passed by `now`, at most `max`; returns them.
+    pub fn expire(&mut self, now: u64, max: usize) -> Vec<Packed> {
+        let mut gone = Vec::new();
+        while gone.len() < max {
+            match self.expiring.peek() {
+                Some(Reverse((at, _))) if *at <= now => {}
+                _ => break,
+            }
+            let Some(Reverse((at, hash))) = self.expiring.pop() else {
+                break;
+            };
+            let entries = &self.entries;
+            let hit = self
+                .index
+                .find(hash, |&i| expires(&entries[i as usize]) == at)
+                .map(|&i| i as usize);
+            if let Some(i) = hit {
+                gone.push(self.remove_at(hash, i));
+            }
+        }
+        if self.expiring.len() > 64 && self.expiring.len() > 4 * self.entries.len() {
+            // Mostly stale items (entries rewritten with new deadlines): rebuild.
+            let mut fresh = BinaryHeap::with_capacity(self.entries.len());
+            for e in &self.entries {
+                let at = expires(e);
+                if at != 0 {
+                    fresh.push(Reverse((at, self.hasher.hash_one(key(e)))));
+                }
+            }
+            self.expiring = fresh;
+        }
+        gone
+    }
+
+    /// Removes one entry chosen by `policy` among `samples` picked with `rng` (Hazelcast's and
+    /// Redis's sampled eviction); returns it.
+    pub fn evict(&mut self, policy: Eviction, rng: &mut u64, samples: usize) -> Option<Packed> {
+        if self.entries.is_empty() {
+            return None;
+        }
+        let n = self.entries.len();
+        let mut best = next(rng) as usize % n;
+        if policy != Eviction::Random {
+            // Fewer entries than samples: look at them all.
+            let all = samples >= n;
+            for s in 1..samples.min(n) {
+                let i = if all { s } else { next(rng) as usize % n };
+                if stamp(&self.entries[i]) < stamp(&self.entries[best]) {
+                    best = i;
+                }
+            }
+            if all && stamp(&self.entries[0]) < stamp(&self.entries[best]) {
+                best = 0;
+            }
+        }
+        let hash = self.hash(key(&self.entries[best]));
+        Some(self.remove_at(hash, best))
+    }
+
+    /// Heap bytes this store holds: the index, the entry vector, the entries (as allocated
+    /// sizes, without the allocator's rounding) and the expiry queue.
+    pub fn heap_bytes(&self) -> usize {
+        let index = self.index.capacity() * (std::mem::size_of::<u32>() + 1);
+        let vector = self.entries.capacity() * std::mem::size_of::<Packed>();
+        let entries: usize = self.entries.iter().map(|e| e.len()).sum();
+        let queue = self.expiring.capacity() * std::mem::size_of::<Reverse<(u64, u64)>>();
+        index + vector + entries + queue
+    }
+}
+
+/// Whether a packed entry is live at `now`.
+pub fn live(e: &[u8], now: u64) -> bool {
+    let at = expires(e);
+    at == 0 || at > now
+}
+
+/// xorshift64*.
+fn next(state: &mut u64) -> u64 {
+    let mut x = *state | 1;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    *state = x;
+    x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn insert_get_remove_keep_the_index_in_step() {
+        let mut s = Store::default();
+        for i in 0..1000u32 {
+            let k = i.to_le_bytes();
+            assert!(s
+                .insert(pack(&k, &[i as u8; 3], 0), Eviction::Lru, 0)
+                .is_none());
+        }
+        for i in (0..1000u32).step_by(3) {
+            let removed = s.remove(&i.to_le_bytes()).map(|e| value(&e).to_vec());
+            assert_eq!(removed, Some(vec![i as u8; 3]));
+        }
+        for i in 0..1000u32 {
+            let got = s.get(&i.to_le_bytes(), 0).map(|e| value(e).to_vec());
+            assert_eq!(got.is_some(), i % 3 != 0, "key {i}");
+        }
+        assert_eq!(s.len(), 666);
+        let old = s.insert(pack(&1u32.to_le_bytes(), b"new", 0), Eviction::Lru, 0);
+        assert_eq!(old.map(|e| value(&e).to_vec()), Some(vec![1; 3]));
+        assert_eq!(s.len(), 666);
+    }
+
+    #[test]
+    fn expiry_removes_due_entries_only_and_skips_rewritten_ones() {
+        let mut s = Store::default();
+        s.insert(pack(b"a", b"1", 100), Eviction::Lru, 0);
+        s.insert(pack(b"b", b"2", 200), Eviction::Lru, 0);
+        s.insert(pack(b"c", b"3", 0), Eviction::Lru, 0);
+        // Rewritten without expiry: its old deadline must not remove it.
+        s.insert(pack(b"b", b"2'", 0), Eviction::Lru, 0);
+        assert!(s.get(b"a", 100).is_none(), "expired entries read as absent");
+        assert!(s.get(b"a", 99).is_some());
+        let gone: Vec<Vec<u8>> = s.expire(1000, 10).iter().map(|e| key(e).to_vec()).collect();
+        assert_eq!(gone, vec![b"a".to_vec()]);
+        assert_eq!(s.len(), 2);
+        assert!(s.set_expiry(b"c", 50));
+        assert_eq!(s.expire(1000, 10).len(), 1);
+        assert!(s.get(b"b", u64::MAX - 1).is_some());
+    }
+
+    #[test]
+    fn eviction_prefers_the_least_recently_used() {
+        let mut s = Store::default();
+        for i in 0..10u8 {
+            s.insert(
+                pack(&[i], b"v", 0),
+                Eviction::Lru,
+                1000 * u64::from(i) + 5000,
+            );
+        }
+        s.touch(&[0], Eviction::Lru, 100_000);
+        let mut rng = 7;
+        // With as many samples as entries, the oldest stamp goes first.
+        let out = s
+            .evict(Eviction::Lru, &mut rng, 64)
+            .map(|e| key(&e).to_vec());
+        assert_eq!(out, Some(vec![1]));
+        assert_eq!(s.len(), 9);
+    }
+}
