@@ -10,6 +10,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::partition::{PartitionCount, PartitionId, ShardCount, ShardId};
 use crate::payload::{decode, encode, Bytes, Payload};
@@ -369,4 +370,26 @@ pub(crate) fn decode_response<T: Payload>(
         partition,
         reason: e.to_string(),
     })
+}
+
+/// Waits `d`: on a shard's timer when called on a shard, else on a helper thread (so other
+/// futures of the caller's executor keep running).
+pub async fn sleep(d: Duration) {
+    if crate::shard::on_shard() {
+        glommio::timer::sleep(d).await;
+        return;
+    }
+    let (tx, rx) = flume::bounded::<()>(1);
+    let spawned = std::thread::Builder::new()
+        .name("corecast-sleep".into())
+        .spawn(move || {
+            std::thread::sleep(d);
+            let _ = tx.send(());
+        });
+    match spawned {
+        Ok(_) => {
+            let _ = rx.recv_async().await;
+        }
+        Err(_) => std::thread::sleep(d),
+    }
 }

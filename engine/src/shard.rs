@@ -678,6 +678,11 @@ pub(crate) fn with_current<R>(
     })
 }
 
+/// Whether this thread runs a shard (of any member).
+pub(crate) fn on_shard() -> bool {
+    CURRENT.with(|current| current.try_borrow().map_or(true, |c| c.is_some()))
+}
+
 /// Runs `f` on the core of the shard this thread runs, whichever member it belongs to.
 pub(crate) fn with_current_core<R>(f: impl FnOnce(&mut ShardCore) -> R) -> Option<R> {
     CURRENT.with(|current| {

@@ -40,6 +40,7 @@ impl Service for Watcher {
         match event {
             MembershipEvent::Added(_) => ADDED.fetch_add(1, Ordering::SeqCst),
             MembershipEvent::Removed(_) => REMOVED.fetch_add(1, Ordering::SeqCst),
+            MembershipEvent::ClientLeft { .. } => 0,
         };
     }
 }

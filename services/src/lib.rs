@@ -3,6 +3,8 @@
 //! Module map:
 //! - [`counter`]: the Counter of Hazelcast's SPI tutorial (inc with backup and migration).
 //! - [`map`]: the distributed Map: TTL, eviction, entry listeners, typed access.
+//! - [`topic`]: publish/subscribe topics, ordered per publisher.
+//! - [`lock`]: reentrant locks with leases and fencing tokens, released on owner death.
 //! - [`kv`]: a minimal key-value service, for the benchmark until the full Map lands.
 //! - [`config_args`]: the command-line flags every binary shares to load a config.
 //! - [`logging`]: the binaries' tracing subscriber.
@@ -11,8 +13,10 @@
 pub mod config_args;
 pub mod counter;
 pub mod kv;
+pub mod lock;
 pub mod logging;
 pub mod map;
+pub mod topic;
 
 /// Registering the built-in services.
 pub mod builtin {
@@ -24,5 +28,7 @@ pub mod builtin {
             .service::<crate::counter::CounterService>()
             .service::<crate::kv::KvService>()
             .service::<crate::map::MapService>()
+            .service::<crate::topic::TopicService>()
+            .service::<crate::lock::LockService>()
     }
 }

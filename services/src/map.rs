@@ -1190,7 +1190,7 @@ impl Map {
     /// Errors: the first invocation's.
     pub async fn put_all(&self, entries: &[(Vec<u8>, Vec<u8>)]) -> Result<(), InvocationError> {
         let invoker = self.0.invoker();
-        let mut groups: AHashMap<u32, Vec<(Vec<u8>, Vec<u8>)>> = AHashMap::new();
+        let mut groups: AHashMap<u32, Vec<Pair>> = AHashMap::new();
         for (k, v) in entries {
             groups
                 .entry(invoker.partition_of(k).0)
@@ -1443,6 +1443,9 @@ impl<K: Payload, V: Payload> TypedMap<K, V> {
         &self.map
     }
 }
+
+/// A key and its value.
+type Pair = (Vec<u8>, Vec<u8>);
 
 /// One partition's call of a multi-key operation.
 type Pending<T> = Pin<Box<dyn Future<Output = Result<T, InvocationError>>>>;
