@@ -755,7 +755,29 @@ impl ShardNet {
             (None, Control::MemberList { version, members }) => {
                 let members: Vec<MemberEntry> =
                     members.iter().filter_map(MemberEntry::from_wire).collect();
+                let (added, removed) = {
+                    let view = self.view.borrow();
+                    if version <= view.list_version {
+                        return;
+                    }
+                    let known =
+                        |list: &[MemberEntry], m: &MemberEntry| list.iter().any(|o| o.id == m.id);
+                    let added: Vec<MemberEntry> = members
+                        .iter()
+                        .filter(|m| !known(&view.members, m))
+                        .cloned()
+                        .collect();
+                    let removed: Vec<MemberEntry> = view
+                        .members
+                        .iter()
+                        .filter(|m| !known(&members, m))
+                        .cloned()
+                        .collect();
+                    (added, removed)
+                };
                 self.apply_everywhere(Some((members, version)), None);
+                // The client's membership listeners (and services) hear of joins and leaves.
+                self.membership_events(&added, &removed);
             }
             (
                 None,

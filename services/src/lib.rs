@@ -5,11 +5,13 @@
 //! - [`map`]: the distributed Map: TTL, eviction, entry listeners, typed access.
 //! - [`topic`]: publish/subscribe topics, ordered per publisher.
 //! - [`lock`]: reentrant locks with leases and fencing tokens, released on owner death.
+//! - [`atomic`]: AtomicLong (get, set, add, compare-and-set).
 //! - [`kv`]: a minimal key-value service, for the benchmark until the full Map lands.
 //! - [`config_args`]: the command-line flags every binary shares to load a config.
 //! - [`logging`]: the binaries' tracing subscriber.
 //! - [`builtin`]: registering every built-in service on a member builder.
 
+pub mod atomic;
 pub mod config_args;
 pub mod counter;
 pub mod kv;
@@ -30,5 +32,6 @@ pub mod builtin {
             .service::<crate::map::MapService>()
             .service::<crate::topic::TopicService>()
             .service::<crate::lock::LockService>()
+            .service::<crate::atomic::AtomicService>()
     }
 }

@@ -17,9 +17,13 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use corecast_engine::{Config, Member};
 use corecast_net::Network;
+use corecast_services::atomic::AtomicLong;
 use corecast_services::builtin::with_builtin_services;
 use corecast_services::config_args::ConfigArgs;
 use corecast_services::counter::Counter;
+use corecast_services::lock::Lock;
+use corecast_services::map::Map;
+use corecast_services::topic::Topic;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
@@ -90,7 +94,8 @@ struct Connect {
 struct ClientArgs {
     #[command(flatten)]
     connect: Connect,
-    /// `counter inc NAME [AMOUNT]`, `counter get NAME`, `ping`; none: read commands from stdin.
+    /// `ping`, `counter …`, `map …`, `atomic …`, `topic …`, `lock …` (run `corecast client
+    /// --members … help` for the list); none: read commands from stdin, one per line.
     command: Vec<String>,
 }
 
@@ -192,6 +197,10 @@ fn connect(connect: &Connect) -> anyhow::Result<Member> {
 
 fn client(args: &ClientArgs) -> anyhow::Result<()> {
     let client = connect(&args.connect)?;
+    if let Some(result) = stream_command(&client, &args.command) {
+        futures_lite::future::block_on(client.shutdown());
+        return result;
+    }
     let outcome = if args.command.is_empty() {
         let stdin = std::io::stdin();
         for line in stdin.lock().lines() {
@@ -227,13 +236,77 @@ fn print_result(result: anyhow::Result<String>) {
     let _ = out.flush();
 }
 
+/// The marker printed for a missing value.
+const NIL: &str = "(nil)";
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn or_nil(value: Option<Vec<u8>>) -> String {
+    value.map_or_else(|| NIL.to_owned(), |v| text(&v))
+}
+
+/// Positional words, and `(flag, value)` pairs.
+type Words<'a> = (Vec<&'a str>, Vec<(&'a str, &'a str)>);
+
+/// Splits `--name VALUE` flags out of `words`: the positional words, and the flags' values.
+fn flags<'a>(words: &'a [String], known: &[&str]) -> anyhow::Result<Words<'a>> {
+    let mut positional = Vec::new();
+    let mut found = Vec::new();
+    let mut it = words.iter();
+    while let Some(w) = it.next() {
+        if let Some(name) = w.strip_prefix("--") {
+            anyhow::ensure!(known.contains(&name), "unknown flag `{w}`");
+            let value = it
+                .next()
+                .with_context(|| format!("flag `{w}` needs a value"))?;
+            found.push((name, value.as_str()));
+        } else {
+            positional.push(w.as_str());
+        }
+    }
+    Ok((positional, found))
+}
+
+fn number<T: std::str::FromStr>(what: &str, value: &str) -> anyhow::Result<T> {
+    value
+        .parse::<T>()
+        .map_err(|_| anyhow::anyhow!("{what} `{value}` is not a valid number"))
+}
+
+fn secs(flags: &[(&str, &str)], name: &str) -> anyhow::Result<Option<Duration>> {
+    flags
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, v)| number::<f64>(&format!("--{name}"), v))
+        .transpose()?
+        .map(|s| {
+            anyhow::ensure!(
+                s.is_finite() && s >= 0.0,
+                "--{name} must be a number of seconds ≥ 0"
+            );
+            Ok(Duration::from_secs_f64(s))
+        })
+        .transpose()
+}
+
+const USAGE: &str = "commands: ping | counter inc NAME [AMOUNT] | counter get NAME | \
+map put NAME KEY VALUE [--ttl SECS] | map get NAME KEY | map remove NAME KEY | map size NAME | \
+map entries NAME | map listen NAME | atomic get NAME | atomic set NAME VALUE | \
+atomic add NAME DELTA | atomic cas NAME EXPECT NEW | topic publish NAME MESSAGE | \
+topic subscribe NAME | lock acquire NAME [--lease SECS] | lock try NAME [--timeout SECS] [--lease SECS] | \
+lock release NAME";
+
 async fn run_command(client: &Member, words: &[String]) -> anyhow::Result<String> {
-    let word = |i: usize| words.get(i).map(String::as_str);
-    match (word(0), word(1)) {
+    let (pos, flags) = flags(words, &["ttl", "lease", "timeout"])?;
+    let arg = |i: usize| pos.get(i).copied();
+    let usage = || anyhow::anyhow!("usage: {}", USAGE);
+    match (arg(0), arg(1)) {
         (Some("ping"), None) => Ok("PONG".to_owned()),
         (Some("counter"), Some(verb @ ("inc" | "get"))) => {
-            let name = word(2).context("usage: counter inc|get NAME [AMOUNT]")?;
-            let amount = match (verb, word(3)) {
+            let name = arg(2).context("usage: counter inc|get NAME [AMOUNT]")?;
+            let amount = match (verb, arg(3)) {
                 ("get", None) => 0,
                 ("inc", None) => 1,
                 ("inc", Some(a)) => a
@@ -244,10 +317,122 @@ async fn run_command(client: &Member, words: &[String]) -> anyhow::Result<String
             let counter = client.object::<Counter>(name).await?;
             Ok(counter.inc(amount).await?.to_string())
         }
-        _ => anyhow::bail!(
-            "unknown command `{}` (commands: counter inc NAME [AMOUNT], counter get NAME, ping)",
-            words.join(" ")
-        ),
+        (Some("map"), Some(verb)) => {
+            let map = client.object::<Map>(arg(2).ok_or_else(usage)?).await?;
+            let key = || arg(3).map(str::as_bytes).ok_or_else(usage);
+            match (verb, pos.len()) {
+                ("put", 5) => {
+                    let value = arg(4).ok_or_else(usage)?.as_bytes();
+                    let old = match secs(&flags, "ttl")? {
+                        Some(ttl) => map.put_with_ttl(key()?, value, ttl).await?,
+                        None => map.put(key()?, value).await?,
+                    };
+                    Ok(or_nil(old))
+                }
+                ("get", 4) => Ok(or_nil(map.get(key()?).await?)),
+                ("remove", 4) => Ok(or_nil(map.remove(key()?).await?)),
+                ("size", 3) => Ok(map.size().await?.to_string()),
+                ("entries", 3) => {
+                    let mut entries = map.entries().await?;
+                    if entries.is_empty() {
+                        return Ok("(empty)".to_owned());
+                    }
+                    entries.sort();
+                    let lines: Vec<String> = entries
+                        .iter()
+                        .map(|(k, v)| format!("{} {}", text(k), text(v)))
+                        .collect();
+                    Ok(lines.join("\n"))
+                }
+                _ => Err(usage()),
+            }
+        }
+        (Some("atomic"), Some(verb)) => {
+            let atomic = client
+                .object::<AtomicLong>(arg(2).ok_or_else(usage)?)
+                .await?;
+            let n =
+                |i: usize| -> anyhow::Result<i64> { number("value", arg(i).ok_or_else(usage)?) };
+            match (verb, pos.len()) {
+                ("get", 3) => Ok(atomic.get().await?.to_string()),
+                ("set", 4) => {
+                    let v = n(3)?;
+                    atomic.set(v).await?;
+                    Ok(v.to_string())
+                }
+                ("add", 4) => Ok(atomic.add_and_get(n(3)?).await?.to_string()),
+                ("cas", 5) => Ok(atomic.compare_and_set(n(3)?, n(4)?).await?.to_string()),
+                _ => Err(usage()),
+            }
+        }
+        (Some("topic"), Some("publish")) if pos.len() >= 4 => {
+            let topic = client.object::<Topic>(arg(2).ok_or_else(usage)?).await?;
+            topic.publish(pos[3..].join(" ").as_bytes()).await?;
+            Ok("OK".to_owned())
+        }
+        (Some("lock"), Some(verb)) if pos.len() == 3 => {
+            let lock = client.object::<Lock>(arg(2).ok_or_else(usage)?).await?;
+            let lease = secs(&flags, "lease")?;
+            match verb {
+                "acquire" => Ok(lock.lock_with_lease(lease).await?.to_string()),
+                "try" => {
+                    let timeout = secs(&flags, "timeout")?.unwrap_or_default();
+                    let fence = lock.try_lock_with_lease(timeout, lease).await?;
+                    Ok(fence.map_or_else(|| NIL.to_owned(), |f| f.to_string()))
+                }
+                "release" => {
+                    lock.unlock().await?;
+                    Ok("OK".to_owned())
+                }
+                _ => Err(usage()),
+            }
+        }
+        _ => anyhow::bail!("unknown command `{}` ({USAGE})", words.join(" ")),
+    }
+}
+
+/// `topic subscribe NAME` and `map listen NAME`: print `(subscribed)` once registered, then one
+/// line per message or event until interrupted. `None` for other commands.
+fn stream_command(client: &Member, words: &[String]) -> Option<anyhow::Result<()>> {
+    use std::io::Write;
+    let word = |i: usize| words.get(i).map(String::as_str);
+    let print = |line: String| {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{line}");
+        let _ = out.flush();
+    };
+    match (word(0), word(1), word(2), words.len()) {
+        (Some("topic"), Some("subscribe"), Some(name), 3) => {
+            Some(futures_lite::future::block_on(async {
+                let topic = client.object::<Topic>(name).await?;
+                let sub = topic.subscribe().await?;
+                print("(subscribed)".to_owned());
+                while let Some(m) = sub.next().await {
+                    print(text(&m.payload));
+                }
+                Ok(())
+            }))
+        }
+        (Some("map"), Some("listen"), Some(name), 3) => {
+            Some(futures_lite::future::block_on(async {
+                let map = client.object::<Map>(name).await?;
+                let listener = map.listen(true).await?;
+                print("(subscribed)".to_owned());
+                while let Some(e) = listener.next().await {
+                    let mut line = format!("{} {}", e.kind, text(&e.key));
+                    if let Some(v) = &e.value {
+                        line.push(' ');
+                        line.push_str(&text(v));
+                    }
+                    if let Some(old) = &e.old_value {
+                        line.push_str(&format!(" (was {})", text(old)));
+                    }
+                    print(line);
+                }
+                Ok(())
+            }))
+        }
+        _ => None,
     }
 }
 

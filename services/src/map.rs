@@ -158,7 +158,6 @@ impl Service for MapService {
             .add::<ContainsKey>()
             .add::<PutIfAbsent>()
             .add::<Replace>()
-            .add::<ReplaceIfEqual>()
             .add::<GetAll>()
             .add::<PutAll>()
             .add::<Size>()
