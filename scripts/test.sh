@@ -26,6 +26,9 @@ cargo test --workspace
 step "corecast-bench smoke run (embedded)"
 cargo run --release -q -p corecast-bench -- --duration 0.3 --warmup 0.1 --counters 16 --keys 1000
 
+step "corecast-bench smoke run (map memory per entry, 100k entries)"
+cargo run --release -q -p corecast-bench -- --map-memory 100000
+
 step "corecast-bench smoke run (migration: 16 MiB on one member, a second joins)"
 cargo run --release -q -p corecast-bench -- --migration-mib 16
 

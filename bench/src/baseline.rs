@@ -22,12 +22,12 @@ pub fn run(workload: Workload, spec: &WorkloadSpec) -> Measured {
                 }
             })
         }
-        Workload::KvPut | Workload::KvGet => {
+        _ => {
             let keys = keys(spec.keys);
             let value = vec![7u8; spec.value_size];
             let mut map: AHashMap<Vec<u8>, Vec<u8>> =
                 keys.iter().map(|k| (k.clone(), value.clone())).collect();
-            if workload == Workload::KvPut {
+            if !workload.reads_keys() {
                 drive(spec, |rng| {
                     let key = &keys[rng.below(keys.len())];
                     black_box(map.insert(key.clone(), value.clone()));

@@ -11,6 +11,7 @@ use corecast_engine::{BlockingMember, Config, Member, ShardId};
 use corecast_services::builtin::with_builtin_services;
 use corecast_services::counter::Counter;
 use corecast_services::kv::KvStore;
+use corecast_services::map::Map;
 
 use crate::report::Measured;
 use crate::workload::{counter_names, keys, Rng, Workload, WorkloadSpec};
@@ -24,6 +25,7 @@ pub struct Bench {
     member: BlockingMember,
     counters: Vec<Counter>,
     store: KvStore,
+    map: Map,
     keys: Vec<Vec<u8>>,
 }
 
@@ -53,10 +55,12 @@ impl Bench {
             .map(|name| member.object::<Counter>(name))
             .collect::<Result<Vec<_>, _>>()?;
         let store = member.object::<KvStore>("bench")?;
+        let map = member.object::<Map>("bench")?;
         Ok(Self {
             member,
             counters,
             store,
+            map,
             keys: keys(spec.keys),
         })
     }
@@ -75,8 +79,8 @@ impl Bench {
     ///
     /// Errors: a shard stopped before the run finished.
     pub fn run(&self, workload: Workload, spec: &WorkloadSpec) -> anyhow::Result<Measured> {
-        if workload == Workload::KvGet {
-            self.fill(spec)?;
+        if workload.reads_keys() {
+            self.fill(workload, spec)?;
         }
         let invoker = self.member.member().invoker();
         let start = Instant::now();
@@ -90,6 +94,7 @@ impl Bench {
                     workload,
                     counters: self.counters.clone(),
                     store: self.store.clone(),
+                    map: self.map.clone(),
                     keys: self.keys.clone(),
                     value: vec![7u8; spec.value_size],
                     window,
@@ -108,8 +113,16 @@ impl Bench {
     }
 
     /// Puts every key once, so that gets hit.
-    fn fill(&self, spec: &WorkloadSpec) -> anyhow::Result<()> {
+    fn fill(&self, workload: Workload, spec: &WorkloadSpec) -> anyhow::Result<()> {
         let value = vec![7u8; spec.value_size];
+        if workload == Workload::MapGet {
+            for batch in self.keys.chunks(10_000) {
+                let entries: Vec<(Vec<u8>, Vec<u8>)> =
+                    batch.iter().map(|k| (k.clone(), value.clone())).collect();
+                self.member.block_on(self.map.put_all(&entries))?;
+            }
+            return Ok(());
+        }
         for key in &self.keys {
             self.member.block_on(self.store.put(key, &value))?;
         }
@@ -134,6 +147,7 @@ struct ShardLoad {
     workload: Workload,
     counters: Vec<Counter>,
     store: KvStore,
+    map: Map,
     keys: Vec<Vec<u8>>,
     value: Vec<u8>,
     window: Window,
@@ -190,6 +204,14 @@ impl ShardLoad {
             Workload::KvGet => {
                 let key = &self.keys[rng.below(self.keys.len())];
                 matches!(self.store.get(key).await, Ok(Some(_)))
+            }
+            Workload::MapPut => {
+                let key = &self.keys[rng.below(self.keys.len())];
+                self.map.set(key, &self.value).await.is_ok()
+            }
+            Workload::MapGet => {
+                let key = &self.keys[rng.below(self.keys.len())];
+                matches!(self.map.get(key).await, Ok(Some(_)))
             }
         }
     }

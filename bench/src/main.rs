@@ -15,6 +15,7 @@
 
 mod baseline;
 mod embedded;
+mod memory;
 mod migration;
 mod pingpong;
 mod report;
@@ -45,7 +46,7 @@ struct Args {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "counter-inc,kv-put,kv-get"
+        default_value = "counter-inc,map-put,map-get"
     )]
     workloads: Vec<Workload>,
     /// Measured seconds per workload.
@@ -76,6 +77,10 @@ struct Args {
     /// Value size of the migration benchmark's data, in KiB.
     #[arg(long, default_value_t = 64)]
     migration_value_kib: usize,
+    /// The map memory benchmark instead: store this many entries of `--value-size` bytes and
+    /// report the bytes each costs beyond its key and value.
+    #[arg(long, value_name = "ENTRIES")]
+    map_memory: Option<usize>,
     /// Benchmark a running cluster through the smart client instead of an embedded member.
     #[arg(long, value_name = "HOST:PORT,...", value_delimiter = ',')]
     members: Vec<String>,
@@ -122,6 +127,12 @@ fn run(args: Args) -> anyhow::Result<()> {
             value_kib: args.migration_value_kib,
         };
         print!("{}", migration::run(config, &spec)?);
+        return Ok(());
+    }
+    if let Some(entries) = args.map_memory {
+        anyhow::ensure!(entries > 0, "--map-memory must be at least 1");
+        let report = memory::run(config, entries, args.value_size)?;
+        print!("{}", memory::table(&report));
         return Ok(());
     }
     let spec = WorkloadSpec {

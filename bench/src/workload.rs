@@ -12,6 +12,17 @@ pub enum Workload {
     KvPut,
     /// `KvStore::get` of a uniformly chosen key (all keys present).
     KvGet,
+    /// `Map::set` of a fixed-size value under a uniformly chosen key.
+    MapPut,
+    /// `Map::get` of a uniformly chosen key (all keys present).
+    MapGet,
+}
+
+impl Workload {
+    /// Whether it reads keys that must be there first.
+    pub fn reads_keys(self) -> bool {
+        matches!(self, Workload::KvGet | Workload::MapGet)
+    }
 }
 
 impl fmt::Display for Workload {
@@ -20,6 +31,8 @@ impl fmt::Display for Workload {
             Workload::CounterInc => "counter-inc",
             Workload::KvPut => "kv-put",
             Workload::KvGet => "kv-get",
+            Workload::MapPut => "map-put",
+            Workload::MapGet => "map-get",
         })
     }
 }
