@@ -104,7 +104,8 @@ struct Registration {
 /// One shard's listener registrations, by object.
 #[derive(Default)]
 pub(crate) struct EventHub {
-    objects: AHashMap<(ServiceId, String), Vec<Registration>>,
+    /// Service → object name → registrations (nested, so a lookup borrows the name).
+    objects: AHashMap<ServiceId, AHashMap<String, Vec<Registration>>>,
     names: AHashMap<u64, (ServiceId, String)>,
 }
 
@@ -112,27 +113,34 @@ impl EventHub {
     /// Registers (or re-registers) a listener.
     pub fn add(&mut self, spec: &ListenSpec, sink: Rc<dyn EventSink>) {
         self.remove(spec.id);
-        let key = (spec.service, spec.name.clone());
         self.objects
-            .entry(key.clone())
+            .entry(spec.service)
+            .or_default()
+            .entry(spec.name.clone())
             .or_default()
             .push(Registration {
                 id: spec.id,
                 values: spec.values,
                 sink,
             });
-        self.names.insert(spec.id, key);
+        self.names
+            .insert(spec.id, (spec.service, spec.name.clone()));
     }
 
     /// Drops a listener's registration; false if there was none.
     pub fn remove(&mut self, id: u64) -> bool {
-        let Some(key) = self.names.remove(&id) else {
+        let Some((service, name)) = self.names.remove(&id) else {
             return false;
         };
-        if let Some(list) = self.objects.get_mut(&key) {
-            list.retain(|r| r.id != id);
-            if list.is_empty() {
-                self.objects.remove(&key);
+        if let Some(names) = self.objects.get_mut(&service) {
+            if let Some(list) = names.get_mut(&name) {
+                list.retain(|r| r.id != id);
+                if list.is_empty() {
+                    names.remove(&name);
+                }
+            }
+            if names.is_empty() {
+                self.objects.remove(&service);
             }
         }
         true
@@ -162,10 +170,7 @@ impl<'a> Events<'a> {
         if hub.objects.is_empty() {
             return None;
         }
-        // One allocation-free lookup would need a borrowed key type; object names are short.
-        hub.objects
-            .get(&(self.service, name.to_owned()))
-            .map(Vec::as_slice)
+        hub.objects.get(&self.service)?.get(name).map(Vec::as_slice)
     }
 
     /// Whether anyone listens to object `name` here (skip building events otherwise).
@@ -320,4 +325,60 @@ pub fn random_id() -> u64 {
             .map_or(0, |d| d.as_nanos()),
     );
     h.finish() | 1
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::cell::RefCell;
+
+    use super::*;
+
+    struct Collect(RefCell<Vec<(u64, Vec<u8>)>>);
+
+    impl EventSink for Collect {
+        fn deliver(&self, listener: u64, _: ServiceId, event: &[u8]) -> bool {
+            self.0.borrow_mut().push((listener, event.to_vec()));
+            true
+        }
+    }
+
+    fn spec(id: u64, name: &str, values: bool) -> ListenSpec {
+        ListenSpec {
+            id,
+            service: ServiceId(30),
+            name: name.into(),
+            values,
+        }
+    }
+
+    #[test]
+    fn publish_reaches_the_objects_registrations_building_each_form_once() {
+        let mut hub = EventHub::default();
+        let sink = Rc::new(Collect(RefCell::new(Vec::new())));
+        hub.add(&spec(1, "a", true), sink.clone());
+        hub.add(&spec(2, "a", false), sink.clone());
+        hub.add(&spec(3, "a", true), sink.clone());
+        hub.add(&spec(4, "b", true), sink.clone());
+        let built = std::cell::Cell::new(0);
+        let events = Events::new(Some(&hub), ServiceId(30));
+        assert!(events.listening("a") && !events.listening("c"));
+        events.publish("a", |values| {
+            built.set(built.get() + 1);
+            u32::from(values)
+        });
+        assert_eq!(built.get(), 2, "one archive per form");
+        let got: Vec<u64> = sink.0.borrow().iter().map(|e| e.0).collect();
+        assert_eq!(got, vec![1, 2, 3]);
+        // Another service's events do not reach them; backups publish nothing.
+        Events::new(Some(&hub), ServiceId(31)).publish("a", |_| 0u32);
+        Events::new(None, ServiceId(30)).publish("a", |_| 0u32);
+        assert_eq!(sink.0.borrow().len(), 3);
+        assert!(hub.remove(1) && !hub.remove(1));
+        hub.add(&spec(2, "b", true), sink.clone());
+        sink.0.borrow_mut().clear();
+        Events::new(Some(&hub), ServiceId(30)).publish("a", |_| 0u32);
+        let got: Vec<u64> = sink.0.borrow().iter().map(|e| e.0).collect();
+        assert_eq!(got, vec![3], "re-registering moves a listener");
+    }
 }

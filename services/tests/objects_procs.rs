@@ -34,14 +34,18 @@ fn client(via: &Proc) -> BlockingMember {
 
 fn cluster(n: usize) -> Vec<Proc> {
     let first = member(&[], &[]);
-    wait_for("the first member", Duration::from_secs(20), || joined(&first));
+    wait_for("the first member", Duration::from_secs(20), || {
+        joined(&first)
+    });
     let mut all = vec![first];
     for _ in 1..n {
         let m = member(&[&all[0]], &[]);
         wait_for("a join", Duration::from_secs(20), || joined(&m));
         all.push(m);
     }
-    wait_for("a settled cluster", Duration::from_secs(60), || settled(&all[0], n));
+    wait_for("a settled cluster", Duration::from_secs(60), || {
+        settled(&all[0], n)
+    });
     all
 }
 
@@ -62,7 +66,9 @@ fn map_and_atomic_contents_survive_a_killed_member() {
         .collect();
     for (i, a) in atomics.iter().enumerate() {
         c.block_on(a.add_and_get(i as i64 * 10)).unwrap();
-        assert!(c.block_on(a.compare_and_set(i as i64 * 10, i as i64 * 10 + 1)).unwrap());
+        assert!(c
+            .block_on(a.compare_and_set(i as i64 * 10, i as i64 * 10 + 1))
+            .unwrap());
     }
     members[2].kill9();
     wait_for("the kill noticed", Duration::from_secs(30), || {
@@ -78,7 +84,11 @@ fn map_and_atomic_contents_survive_a_killed_member() {
     want.sort();
     assert_eq!(got, want, "every entry after the kill");
     for (i, a) in atomics.iter().enumerate() {
-        assert_eq!(c.block_on(a.get()).unwrap(), i as i64 * 10 + 1, "atomic a{i}");
+        assert_eq!(
+            c.block_on(a.get()).unwrap(),
+            i as i64 * 10 + 1,
+            "atomic a{i}"
+        );
     }
     c.shutdown();
 }
@@ -142,7 +152,10 @@ fn a_killed_clients_lock_goes_to_the_next_waiter_with_a_larger_fence() {
     assert_eq!(holder.line(), fence.to_string(), "reentrant for its holder");
     let waiter = client(&members[0]);
     let lock = waiter.object::<Lock>("leader").unwrap();
-    assert_eq!(waiter.block_on(lock.try_lock(Duration::ZERO)).unwrap(), None);
+    assert_eq!(
+        waiter.block_on(lock.try_lock(Duration::ZERO)).unwrap(),
+        None
+    );
     let killed = Instant::now();
     let _ = holder.child.kill();
     let _ = holder.child.wait();
@@ -150,7 +163,10 @@ fn a_killed_clients_lock_goes_to_the_next_waiter_with_a_larger_fence() {
         .block_on(lock.try_lock(Duration::from_secs(15)))
         .unwrap()
         .expect("the lock after its client died");
-    println!("lock released {:?} after its client was killed", killed.elapsed());
+    println!(
+        "lock released {:?} after its client was killed",
+        killed.elapsed()
+    );
     assert!(next > fence, "fence {next} after {fence}");
     waiter.shutdown();
 }
@@ -176,9 +192,19 @@ lock try l\nlock try l\nlock release l\nlock release l\nlock release l\nmap get\
     assert!(rest.iter().all(|l| l.starts_with("ERR ")), "{text}");
     assert!(rest[0].contains("not held"), "{text}");
     std::thread::sleep(Duration::from_millis(600));
-    let after = run(&["client", "--members", addr, "map", "get", "m", "k2"], None);
-    assert_eq!(String::from_utf8_lossy(&after.stdout).trim(), "(nil)", "expired");
-    let bad = run(&["client", "--members", addr, "atomic", "add", "a", "x"], None);
+    let after = run(
+        &["client", "--members", addr, "map", "get", "m", "k2"],
+        None,
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&after.stdout).trim(),
+        "(nil)",
+        "expired"
+    );
+    let bad = run(
+        &["client", "--members", addr, "atomic", "add", "a", "x"],
+        None,
+    );
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stdout).starts_with("ERR "));
 
