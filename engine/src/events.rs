@@ -127,6 +127,23 @@ impl EventHub {
             .insert(spec.id, (spec.service, spec.name.clone()));
     }
 
+    /// Drops a listener's registration if it delivers into `sink` (a connection that closed
+    /// must not drop the registration its subscriber made anew on another).
+    pub fn remove_from(&mut self, id: u64, sink: &Rc<dyn EventSink>) -> bool {
+        let Some((service, name)) = self.names.get(&id) else {
+            return false;
+        };
+        let same = |r: &Registration| {
+            r.id == id && std::ptr::addr_eq(Rc::as_ptr(&r.sink), Rc::as_ptr(sink))
+        };
+        let registered_here = self
+            .objects
+            .get(service)
+            .and_then(|names| names.get(name))
+            .is_some_and(|list| list.iter().any(same));
+        registered_here && self.remove(id)
+    }
+
     /// Drops a listener's registration; false if there was none.
     pub fn remove(&mut self, id: u64) -> bool {
         let Some((service, name)) = self.names.remove(&id) else {
@@ -380,5 +397,10 @@ mod tests {
         Events::new(Some(&hub), ServiceId(30)).publish("a", |_| 0u32);
         let got: Vec<u64> = sink.0.borrow().iter().map(|e| e.0).collect();
         assert_eq!(got, vec![3], "re-registering moves a listener");
+        let other: Rc<dyn EventSink> = Rc::new(Collect(RefCell::new(Vec::new())));
+        let same: Rc<dyn EventSink> = sink.clone();
+        assert!(!hub.remove_from(3, &other), "only the sink it delivers into drops it");
+        assert!(hub.remove_from(3, &same));
+        assert!(!Events::new(Some(&hub), ServiceId(30)).listening("a"));
     }
 }

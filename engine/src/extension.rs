@@ -116,6 +116,11 @@ pub fn remove_listener(id: u64) {
     shard::with_current_core(|core| core.events.remove(id));
 }
 
+/// Drops a listener's registration on this shard if it still delivers into `sink`.
+pub fn remove_listener_from(id: u64, sink: &Rc<dyn crate::events::EventSink>) {
+    shard::with_current_core(|core| core.events.remove_from(id, sink));
+}
+
 /// Runs an operation that reached this shard from elsewhere (a socket) on `partition`, which this
 /// member must own and this shard hold, archiving the response into `out`, and sends its backup
 /// to the replicas. Does not consult the router for ownership: the caller checked. `call`

@@ -1336,11 +1336,9 @@ async fn serve_frames(
     writer: &Rc<Writer>,
     peer: SocketAddr,
 ) -> Result<(), ConnError> {
-    let mut held = Vec::new();
+    let mut held = events::Held::default();
     let result = serve_requests(sn, stream, rb, writer, peer, &mut held).await;
-    for id in held {
-        extension::remove_listener(id);
-    }
+    held.release();
     result
 }
 
@@ -1350,7 +1348,7 @@ async fn serve_requests(
     mut rb: ReadBuf,
     writer: &Rc<Writer>,
     peer: SocketAddr,
-    held: &mut Vec<u64>,
+    held: &mut events::Held,
 ) -> Result<(), ConnError> {
     let mut out = Bytes::new();
     loop {

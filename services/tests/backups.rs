@@ -6,11 +6,12 @@ mod support;
 
 use std::time::Duration;
 
-use corecast_engine::config::ServiceConfig;
+use corecast_engine::config::{ObjectConfig, ServiceConfig};
 use corecast_engine::{BlockingMember, Config};
 use corecast_net::Network;
 use corecast_services::counter::{Counter, CounterService};
 use corecast_services::kv::{KvService, KvStore};
+use corecast_services::map::{Map, MapService};
 
 /// A one-shard member on a free port joining `seeds`, with `tune` applied to its config.
 fn start(seeds: &[&BlockingMember], tune: impl Fn(&mut Config)) -> BlockingMember {
@@ -18,7 +19,8 @@ fn start(seeds: &[&BlockingMember], tune: impl Fn(&mut Config)) -> BlockingMembe
     tune(&mut config);
     let builder = BlockingMember::builder(config)
         .service::<CounterService>()
-        .service::<KvService>();
+        .service::<KvService>()
+        .service::<MapService>();
     let member = futures_lite::future::block_on(corecast_net::start_member(builder)).unwrap();
     BlockingMember::from(member)
 }
@@ -99,6 +101,43 @@ fn read_backup_data_serves_reads_from_the_local_backup_and_is_off_by_default() {
             read.as_deref(),
             Some(&b"v"[..]),
             "{k}: off by default, read at the owner"
+        );
+    }
+    a.shutdown();
+    b.shutdown();
+}
+
+#[test]
+fn read_backup_data_is_set_per_map() {
+    let (a, b) = two_members(|c| {
+        c.backups.failpoint_drop_backups_percent = 100;
+        c.backups.anti_entropy_interval_millis = 0;
+        c.services.push(ServiceConfig {
+            name: "map".into(),
+            objects: vec![ObjectConfig {
+                name: "catalog".into(),
+                read_backup_data: Some(true),
+                ..ObjectConfig::default()
+            }],
+            ..ServiceConfig::default()
+        });
+    });
+    let keys = keys_backed_up_by(&b, 60);
+    for name in ["catalog", "orders"] {
+        let on_a: Map = a.object(name).unwrap();
+        for k in &keys {
+            a.block_on(on_a.set(k.as_bytes(), b"v")).unwrap();
+        }
+    }
+    let (catalog, orders): (Map, Map) = (b.object("catalog").unwrap(), b.object("orders").unwrap());
+    for k in &keys {
+        let local = b.block_on(catalog.get(k.as_bytes())).unwrap();
+        assert_eq!(local, None, "{k}: catalog reads b's own (empty) backup");
+        let owner = b.block_on(orders.get(k.as_bytes())).unwrap();
+        assert_eq!(
+            owner.as_deref(),
+            Some(&b"v"[..]),
+            "{k}: orders reads at the owner"
         );
     }
     a.shutdown();

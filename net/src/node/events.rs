@@ -89,6 +89,24 @@ impl EventSink for WriterSink {
     }
 }
 
+/// The listeners registered on one inbound connection, and the sink they deliver into.
+#[derive(Default)]
+pub(super) struct Held {
+    ids: Vec<u64>,
+    sink: Option<Rc<dyn EventSink>>,
+}
+
+impl Held {
+    /// The connection closed: drops its registrations (not ones made anew elsewhere).
+    pub(super) fn release(self) {
+        if let Some(sink) = &self.sink {
+            for id in self.ids {
+                extension::remove_listener_from(id, sink);
+            }
+        }
+    }
+}
+
 impl ShardNet {
     /// Whether a request frame is a listener registration (handled by [`Self::serve_listener`]).
     pub(super) fn is_listener_request(h: &Header) -> bool {
@@ -104,7 +122,7 @@ impl ShardNet {
         h: &Header,
         payload: &[u8],
         writer: &Rc<Writer>,
-        held: &mut Vec<u64>,
+        held: &mut Held,
     ) -> Result<(), String> {
         if h.op == LISTEN {
             let req = payload::access::<ListenRequest>(payload)
@@ -115,20 +133,27 @@ impl ShardNet {
                 name: req.name.to_string(),
                 values: req.values,
             };
-            let sink = Rc::new(WriterSink {
-                writer: Rc::downgrade(writer),
-                dropped: std::cell::Cell::new(0),
-            });
+            let sink = held
+                .sink
+                .get_or_insert_with(|| {
+                    Rc::new(WriterSink {
+                        writer: Rc::downgrade(writer),
+                        dropped: std::cell::Cell::new(0),
+                    })
+                })
+                .clone();
             extension::add_listener(&spec, sink);
-            if !held.contains(&spec.id) {
-                held.push(spec.id);
+            if !held.ids.contains(&spec.id) {
+                held.ids.push(spec.id);
             }
         } else {
             let req = payload::access::<UnlistenRequest>(payload)
                 .map_err(|e| format!("malformed unlisten request: {e}"))?;
             let id = req.id.to_native();
-            extension::remove_listener(id);
-            held.retain(|&h| h != id);
+            if let Some(sink) = &held.sink {
+                extension::remove_listener_from(id, sink);
+            }
+            held.ids.retain(|&h| h != id);
         }
         let reply = Header {
             status: Status::Ok as u16,
