@@ -399,7 +399,10 @@ mod tests {
         assert_eq!(got, vec![3], "re-registering moves a listener");
         let other: Rc<dyn EventSink> = Rc::new(Collect(RefCell::new(Vec::new())));
         let same: Rc<dyn EventSink> = sink.clone();
-        assert!(!hub.remove_from(3, &other), "only the sink it delivers into drops it");
+        assert!(
+            !hub.remove_from(3, &other),
+            "only the sink it delivers into drops it"
+        );
         assert!(hub.remove_from(3, &same));
         assert!(!Events::new(Some(&hub), ServiceId(30)).listening("a"));
     }

@@ -24,6 +24,9 @@ use crate::spi::{MemberInfo, OpError, OpId, ReplicaIndex, ServiceId};
 /// A forwarded operation's answer: the archived response, or why there is none.
 pub type RemoteAnswer = Pin<Box<dyn Future<Output = Result<Bytes, OpError>>>>;
 
+/// The answers of [`Router::forward_many`]: per partition, its response or error.
+pub type ManyAnswers = Pin<Box<dyn Future<Output = Vec<(PartitionId, Result<Bytes, OpError>)>>>>;
+
 /// Resolves when every live sync backup acknowledged a write (or the ack timeout passed).
 pub type Acks = Pin<Box<dyn Future<Output = ()>>>;
 
@@ -41,6 +44,28 @@ pub trait Router {
         op: OpId,
         payload: Bytes,
     ) -> RemoteAnswer;
+
+    /// Sends one operation to each of several partitions' owners; the network batches those with
+    /// the same owner shard into one request. Default: one [`Router::forward`] each, in
+    /// turn.
+    fn forward_many(
+        &self,
+        service: ServiceId,
+        op: OpId,
+        parts: Vec<(PartitionId, Bytes)>,
+    ) -> ManyAnswers {
+        let calls: Vec<_> = parts
+            .into_iter()
+            .map(|(p, payload)| (p, self.forward(p, service, op, payload)))
+            .collect();
+        Box::pin(async move {
+            let mut out = Vec::with_capacity(calls.len());
+            for (p, call) in calls {
+                out.push((p, call.await));
+            }
+            out
+        })
+    }
 
     /// Which replica of `partition` this member holds, if any.
     fn replica_index(&self, _partition: PartitionId) -> Option<ReplicaIndex> {

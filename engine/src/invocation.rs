@@ -170,6 +170,73 @@ impl Invoker {
             .collect()
     }
 
+    /// Runs one operation on each of several partitions (a map's `get_all`, one operation per
+    /// partition's keys), sent as one message per shard of this member and, in a cluster, one
+    /// request per owner shard. Answers in the order of `ops`; each partition at most once.
+    ///
+    /// Errors: the first failed operation (in `ops` order), as [`InvocationError::Operation`]
+    /// (a partition named twice is one); `MemberStopped`, `NoSuchPartition`, encode / decode
+    /// failures.
+    pub async fn invoke_many<O: Operation>(
+        &self,
+        ops: &[(PartitionId, O)],
+    ) -> Result<Vec<O::Response>, InvocationError> {
+        let (service, op_id) = (<O::Service as Service>::ID, O::ID);
+        let count = self.inner.partitions.get();
+        let mut by_shard: Vec<Vec<(PartitionId, Bytes)>> =
+            (0..self.inner.shards.get()).map(|_| Vec::new()).collect();
+        let mut seen = ahash::AHashSet::with_capacity(ops.len());
+        for (partition, op) in ops {
+            if !seen.insert(partition.0) {
+                return Err(InvocationError::Operation {
+                    partition: *partition,
+                    source: OpError::failed("the partition is named twice in one invoke_many"),
+                });
+            }
+            if partition.0 >= count {
+                return Err(InvocationError::NoSuchPartition {
+                    partition: *partition,
+                    count,
+                });
+            }
+            let payload = encode_request(service, op_id, op)?;
+            by_shard[self.inner.shards.shard_of(*partition).0 as usize].push((*partition, payload));
+        }
+        let mut pending = Vec::new();
+        for (index, parts) in by_shard.into_iter().enumerate() {
+            if parts.is_empty() {
+                continue;
+            }
+            let (reply, answer) = oneshot::channel();
+            let msg = ShardMsg::Many {
+                service,
+                op: op_id,
+                parts,
+                reply,
+            };
+            self.send(ShardId(index as u32), msg).await?;
+            pending.push(answer);
+        }
+        let mut answers = ahash::AHashMap::with_capacity(ops.len());
+        for answer in pending {
+            for (p, a) in answer.await.map_err(|_| InvocationError::MemberStopped)? {
+                answers.insert(p.0, a);
+            }
+        }
+        ops.iter()
+            .map(|(partition, _)| {
+                let answer = answers
+                    .remove(&partition.0)
+                    .ok_or(InvocationError::MemberStopped)?;
+                let bytes = answer.map_err(|source| InvocationError::Operation {
+                    partition: *partition,
+                    source,
+                })?;
+                decode_response::<O::Response>(*partition, &bytes)
+            })
+            .collect()
+    }
+
     pub(crate) async fn invoke_raw(
         &self,
         partition: PartitionId,

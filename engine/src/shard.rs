@@ -65,6 +65,14 @@ pub(crate) enum ShardMsg {
         payload: Bytes,
         reply: oneshot::Sender<PartitionReplies>,
     },
+    /// Run one operation on each of several partitions of this shard (their owners may be
+    /// other members: those are forwarded, grouped by owner shard).
+    Many {
+        service: ServiceId,
+        op: OpId,
+        parts: Vec<(PartitionId, Bytes)>,
+        reply: oneshot::Sender<PartitionReplies>,
+    },
     /// Run a closure on the shard's thread (it may spawn local tasks).
     Run(Box<dyn FnOnce() + Send>),
     /// Drop every service's state and every object record (a split-brain rejoin).
@@ -1034,6 +1042,12 @@ fn handle(
             payload,
             reply,
         } => all_partitions(core, service, op, payload, reply, router),
+        ShardMsg::Many {
+            service,
+            op,
+            parts,
+            reply,
+        } => many(core, service, op, parts, reply, router),
         ShardMsg::Run(f) => f(),
         ShardMsg::Reset(done) => {
             core.borrow_mut().reset();
@@ -1087,6 +1101,55 @@ fn all_partitions(
             replies.push(wait.await);
         }
         replies.sort_by_key(|(p, _)| *p);
+        let _ = reply.send(replies);
+    })
+    .detach();
+}
+
+/// Runs one operation on each of several of this shard's partitions: here for those this
+/// member owns (answered once their backups acked); the rest go to the router in one batch, which
+/// sends one request per owner shard.
+fn many(
+    core: &Rc<RefCell<ShardCore>>,
+    service: ServiceId,
+    op: OpId,
+    parts: Vec<(PartitionId, Bytes)>,
+    reply: oneshot::Sender<PartitionReplies>,
+    router: Option<&Rc<dyn Router>>,
+) {
+    let mut replies = PartitionReplies::new();
+    let mut waits: Vec<RemoteAnswer> = Vec::new();
+    let mut remote = Vec::new();
+    for (p, payload) in parts {
+        match router {
+            Some(router) if !router.is_local(p) => remote.push((p, payload)),
+            _ => {
+                let (answer, acks) = run_owned(core, router, p, service, op, &payload, None);
+                match acks {
+                    None => replies.push((p, answer)),
+                    Some(acks) => waits.push(Box::pin(async move {
+                        acks.await;
+                        (p, answer)
+                    })),
+                }
+            }
+        }
+    }
+    let forwarded = match router {
+        Some(router) if !remote.is_empty() => Some(router.forward_many(service, op, remote)),
+        _ => None,
+    };
+    if waits.is_empty() && forwarded.is_none() {
+        let _ = reply.send(replies);
+        return;
+    }
+    glommio::spawn_local(async move {
+        for wait in waits {
+            replies.push(wait.await);
+        }
+        if let Some(forwarded) = forwarded {
+            replies.extend(forwarded.await);
+        }
         let _ = reply.send(replies);
     })
     .detach();

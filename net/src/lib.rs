@@ -24,4 +24,6 @@ mod sys;
 pub mod wire;
 
 pub use cluster::{start_client, start_member};
-pub use node::{ClusterStatus, MemberStatus, NetError, Network, StreamStats};
+pub use node::{
+    batch_stats, BatchStats, ClusterStatus, MemberStatus, NetError, Network, StreamStats,
+};

@@ -38,6 +38,9 @@ use crate::replica::{decode_backup, encode_backup, BACKUP, MIGRATION, VERSIONS};
 use crate::wire::{Control, MemberEntry, Role, Status, WireError};
 
 mod events;
+mod many;
+
+pub use many::{batch_stats, BatchStats};
 mod migrate;
 
 /// Why the network could not start.
@@ -516,6 +519,8 @@ struct ShardNet {
     progress: std::cell::Cell<MigrationProgress>,
     /// Shard 0: this member's or client's listeners and where they are registered.
     subs: RefCell<events::Subscriptions>,
+    /// Batches this shard sent, parts they carried, parts sent again one by one.
+    batches: std::cell::Cell<many::BatchStats>,
 }
 
 /// A backup frame kept while its replica fetches the partition.
@@ -576,6 +581,7 @@ impl ShardNet {
             migrations: RefCell::new(migrate::Migrations::default()),
             progress: std::cell::Cell::new(MigrationProgress::default()),
             subs: RefCell::new(events::Subscriptions::default()),
+            batches: std::cell::Cell::new(many::BatchStats::default()),
         });
         SHARD.with(|s| *s.borrow_mut() = Some(sn.clone()));
         if net.role == Role::Member {
@@ -992,13 +998,26 @@ impl ShardNet {
         op: OpId,
         payload: Bytes,
     ) -> Result<Bytes, OpError> {
+        let call = self.next_call();
+        self.forward_call(partition, service, op, payload, call)
+            .await
+    }
+
+    /// [`Self::forward`] under call number `call` (a call a batch already sent once).
+    async fn forward_call(
+        self: Rc<Self>,
+        partition: PartitionId,
+        service: ServiceId,
+        op: OpId,
+        payload: Bytes,
+        call: u64,
+    ) -> Result<Bytes, OpError> {
         let started = Instant::now();
         let mut backoff = Duration::from_millis(1);
         let mut last = String::from("the partition has no owner yet");
         let mut target = String::from("none");
         // One call id for every attempt: an owner (or the backup promoted in its place) that
         // already ran the call answers it again instead of running it twice.
-        let call = self.next_call();
         loop {
             let mut held = false;
             let (owner, version) = {
@@ -1164,6 +1183,15 @@ impl Router for ShardRouter {
         payload: Bytes,
     ) -> RemoteAnswer {
         Box::pin(self.0.clone().forward(partition, service, op, payload))
+    }
+
+    fn forward_many(
+        &self,
+        service: ServiceId,
+        op: OpId,
+        parts: Vec<(PartitionId, Bytes)>,
+    ) -> extension::ManyAnswers {
+        Box::pin(self.0.clone().forward_many(service, op, parts))
     }
 
     fn shutdown(&self) {
@@ -1360,6 +1388,11 @@ async fn serve_requests(
                 .map_err(|source| ConnError::Frame { addr: peer, source })?;
             let Some((h, payload)) = next else { break };
             match h.kind {
+                FrameKind::Request if ShardNet::is_many_request(&h) => {
+                    if let Err(reason) = sn.serve_many(&h, payload, writer) {
+                        return Err(ConnError::Protocol { addr: peer, reason });
+                    }
+                }
                 FrameKind::Request if ShardNet::is_listener_request(&h) => {
                     if let Err(reason) = sn.serve_listener(&h, payload, writer, held) {
                         return Err(ConnError::Protocol { addr: peer, reason });

@@ -17,9 +17,6 @@
 
 pub mod store;
 
-use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use ahash::AHashMap;
@@ -1151,14 +1148,11 @@ impl Map {
         Ok(self.0.invoke_key(key, &op).await?.changed)
     }
 
-    /// The live values of `keys` (those that have one), one operation per partition, run
-    /// concurrently.
+    /// The live values of `keys` (those that have one): one operation per partition, sent as
+    /// one request per owning shard.
     ///
-    /// Errors: the first invocation's.
-    pub async fn get_all(
-        &self,
-        keys: &[Vec<u8>],
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, InvocationError> {
+    /// Errors: the first failed partition's.
+    pub async fn get_all(&self, keys: &[Vec<u8>]) -> Result<Vec<Pair>, InvocationError> {
         let invoker = self.0.invoker();
         let mut groups: AHashMap<u32, Vec<Vec<u8>>> = AHashMap::new();
         for k in keys {
@@ -1167,27 +1161,26 @@ impl Map {
                 .or_default()
                 .push(k.clone());
         }
-        let calls = groups.into_iter().map(|(p, keys)| {
-            let op = GetAll {
-                name: self.0.name().to_owned(),
-                keys,
-            };
-            let invoker = invoker.clone();
-            Box::pin(async move { invoker.invoke(PartitionId(p), &op).await })
-                as Pending<Vec<(Vec<u8>, Vec<u8>)>>
-        });
-        let mut out = Vec::new();
-        for r in JoinAll::new(calls.collect()).await {
-            out.extend(r?);
-        }
-        Ok(out)
+        let ops: Vec<(PartitionId, GetAll)> = groups
+            .into_iter()
+            .map(|(p, keys)| {
+                let name = self.0.name().to_owned();
+                (PartitionId(p), GetAll { name, keys })
+            })
+            .collect();
+        Ok(invoker
+            .invoke_many(&ops)
+            .await?
+            .into_iter()
+            .flatten()
+            .collect())
     }
 
-    /// Sets every entry (with the map's default TTL), one operation per partition, run
-    /// concurrently.
+    /// Sets every entry (with the map's default TTL): one operation per partition, sent as one
+    /// request per owning shard.
     ///
-    /// Errors: the first invocation's.
-    pub async fn put_all(&self, entries: &[(Vec<u8>, Vec<u8>)]) -> Result<(), InvocationError> {
+    /// Errors: the first failed partition's.
+    pub async fn put_all(&self, entries: &[Pair]) -> Result<(), InvocationError> {
         let invoker = self.0.invoker();
         let mut groups: AHashMap<u32, Vec<Pair>> = AHashMap::new();
         for (k, v) in entries {
@@ -1196,19 +1189,14 @@ impl Map {
                 .or_default()
                 .push((k.clone(), v.clone()));
         }
-        let calls = groups.into_iter().map(|(p, entries)| {
-            let op = PutAll {
-                name: self.0.name().to_owned(),
-                entries,
-            };
-            let invoker = invoker.clone();
-            Box::pin(async move { invoker.invoke(PartitionId(p), &op).await.map(|_| ()) })
-                as Pending<()>
-        });
-        for r in JoinAll::new(calls.collect()).await {
-            r?;
-        }
-        Ok(())
+        let ops: Vec<(PartitionId, PutAll)> = groups
+            .into_iter()
+            .map(|(p, entries)| {
+                let name = self.0.name().to_owned();
+                (PartitionId(p), PutAll { name, entries })
+            })
+            .collect();
+        invoker.invoke_many(&ops).await.map(|_| ())
     }
 
     /// The number of live entries.
@@ -1444,51 +1432,7 @@ impl<K: Payload, V: Payload> TypedMap<K, V> {
 }
 
 /// A key and its value.
-type Pair = (Vec<u8>, Vec<u8>);
-
-/// One partition's call of a multi-key operation.
-type Pending<T> = Pin<Box<dyn Future<Output = Result<T, InvocationError>>>>;
-
-/// Polls futures concurrently and gathers their outputs in order.
-struct JoinAll<T> {
-    futures: Vec<Option<Pin<Box<dyn Future<Output = T>>>>>,
-    outputs: Vec<Option<T>>,
-}
-
-impl<T> JoinAll<T> {
-    fn new(futures: Vec<Pin<Box<dyn Future<Output = T>>>>) -> Self {
-        let n = futures.len();
-        Self {
-            futures: futures.into_iter().map(Some).collect(),
-            outputs: (0..n).map(|_| None).collect(),
-        }
-    }
-}
-
-impl<T> Unpin for JoinAll<T> {}
-
-impl<T> Future for JoinAll<T> {
-    type Output = Vec<T>;
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Vec<T>> {
-        let this = &mut *self;
-        let mut pending = false;
-        for (slot, out) in this.futures.iter_mut().zip(this.outputs.iter_mut()) {
-            if let Some(f) = slot {
-                match f.as_mut().poll(cx) {
-                    Poll::Ready(v) => {
-                        *out = Some(v);
-                        *slot = None;
-                    }
-                    Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            return Poll::Pending;
-        }
-        Poll::Ready(this.outputs.iter_mut().filter_map(Option::take).collect())
-    }
-}
+pub type Pair = (Vec<u8>, Vec<u8>);
 
 #[cfg(test)]
 mod tests;

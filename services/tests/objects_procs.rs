@@ -58,6 +58,25 @@ fn map_and_atomic_contents_survive_a_killed_member() {
         .map(|i| (format!("k{i}").into_bytes(), format!("v{i}").into_bytes()))
         .collect();
     c.block_on(map.put_all(&entries[..1000])).unwrap();
+    // One request per owner shard (3 members × 2 shards), each carrying its partitions' parts.
+    let partitions: std::collections::BTreeSet<u32> = entries[..1000]
+        .iter()
+        .map(|(k, _)| c.member().invoker().partition_of(k).0)
+        .collect();
+    let stats = c
+        .block_on(
+            c.member()
+                .invoker()
+                .run_on(corecast_engine::ShardId(0), || async {
+                    corecast_net::batch_stats()
+                }),
+        )
+        .unwrap();
+    assert_eq!(
+        (stats.batches, stats.parts, stats.retried),
+        (6, partitions.len() as u64, 0),
+        "put_all went as one batch per owner shard"
+    );
     for (k, v) in &entries[1000..] {
         c.block_on(map.set(k, v)).unwrap();
     }
