@@ -982,6 +982,11 @@ impl ShardNet {
         for e in &events {
             self.net.emit(e);
         }
+        if self.net.role == Role::Client {
+            // A client's listeners hear of it; its services do not act on the cluster's
+            // membership (every member already does: a lock's release, say).
+            return;
+        }
         self.on_shards(0..self.shards.get(), move || {
             for e in &events {
                 extension::membership_changed(e);
