@@ -132,7 +132,7 @@ fn release_state(state: &mut LockState) {
 /// Releases every lock `endpoint` holds, on every partition; retried until it went through.
 async fn release_endpoint(invoker: &Invoker, endpoint: u64) {
     let op = ReleaseEndpoint { endpoint };
-    for attempt in 0..20u32 {
+    for attempt in 0..100u32 {
         match invoker.invoke_all(&op).await {
             Ok(released) => {
                 let n: u32 = released.iter().map(|(_, n)| n).sum();

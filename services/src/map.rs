@@ -749,9 +749,10 @@ impl Operation for Size {
     map_object!();
     fn run(op: &Archived<Self>, ctx: &mut OpContext<MapService>) -> Result<u64, OpError> {
         let now = now_millis();
-        Ok(ctx.container.get(op.name.as_str()).map_or(0, |s| {
-            s.iter().filter(|e| store::live(e, now)).count() as u64
-        }))
+        Ok(ctx
+            .container
+            .get(op.name.as_str())
+            .map_or(0, |s| s.live_len(now) as u64))
     }
 }
 

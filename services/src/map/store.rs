@@ -121,6 +121,14 @@ impl Store {
         self.entries.len()
     }
 
+    /// Live entries at `now` (all of them when none has an expiry).
+    pub fn live_len(&self, now: u64) -> usize {
+        if self.expiring.is_empty() {
+            return self.entries.len();
+        }
+        self.entries.iter().filter(|e| live(e, now)).count()
+    }
+
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
