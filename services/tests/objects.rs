@@ -253,6 +253,9 @@ fn a_held_lock_and_map_entries_survive_migration_and_membership_listeners_see_jo
     let lock = a.object::<Lock>("resource").unwrap();
     let fence = a.block_on(lock.lock()).unwrap();
     let map = cl.object::<Map>("kept").unwrap();
+    let listener = a
+        .block_on(a.object::<Map>("kept").unwrap().listen(false))
+        .unwrap();
     for i in 0..300u32 {
         cl.block_on(map.set(&i.to_le_bytes(), &i.to_be_bytes()))
             .unwrap();
@@ -272,6 +275,19 @@ fn a_held_lock_and_map_entries_survive_migration_and_membership_listeners_see_jo
         }
         assert_eq!(added, 2, "{who} membership listener saw both joins");
     }
+    // The listener registered before the joins hears of keys the new members own now.
+    while listener.next_timeout(Duration::from_millis(200)).is_some() {}
+    let late = keys_on_every_member(&a, 200);
+    for k in &late {
+        cl.block_on(map.set(k.as_bytes(), b"late")).unwrap();
+    }
+    let mut heard = BTreeSet::new();
+    while heard.len() < late.len() {
+        let e = listener
+            .next_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("{} of {} late events", heard.len(), late.len()));
+        heard.insert(e.key);
+    }
     let other = d.object::<Lock>("resource").unwrap();
     assert_eq!(
         d.block_on(other.try_lock(Duration::ZERO)).unwrap(),
@@ -284,7 +300,7 @@ fn a_held_lock_and_map_entries_survive_migration_and_membership_listeners_see_jo
         d.block_on(other.try_lock(Duration::ZERO)).unwrap(),
         Some(fence + 1)
     );
-    assert_eq!(cl.block_on(map.size()).unwrap(), 300);
+    assert_eq!(cl.block_on(map.size()).unwrap(), 300 + late.len() as u64);
     for i in 0..300u32 {
         let v = cl.block_on(map.get(&i.to_le_bytes())).unwrap();
         assert_eq!(v, Some(i.to_be_bytes().to_vec()));
