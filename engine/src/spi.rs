@@ -139,7 +139,8 @@ pub enum MembershipEvent {
     /// A member left or was removed by the failure detector.
     Removed(MemberInfo),
     /// A smart client's connection to this member closed (it died, disconnected or shut down).
-    /// Told only on the member the client kept its control connection to.
+    /// Told on each member whose first shard the client was connected to (its control
+    /// connection is one).
     ClientLeft {
         /// The client's id.
         id: u64,

@@ -7,8 +7,8 @@
 //! one keeps it. Pass the token to whatever the lock protects, which refuses smaller ones.
 //!
 //! Release on death: when a member leaves the member list every member's shard 0 runs
-//! [`ReleaseEndpoint`] for it on every partition; when a client's connection to the member it
-//! kept its control connection to closes, that member does the same for the client. Waiters poll
+//! [`ReleaseEndpoint`] for it on every partition; when a client's connection to a member's
+//! shard 0 closes (its control connection is one), that member does the same for the client. Waiters poll
 //! (5 ms, backing off to 50 ms), so the next one takes the lock within the failure-detection time
 //! plus one poll. A lease ends on its own: owner and backups drop the holder at the same time.
 
