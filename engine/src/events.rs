@@ -56,10 +56,29 @@ pub trait EventSink {
     fn deliver(&self, listener: u64, service: ServiceId, event: &[u8]) -> bool;
 }
 
+/// Events a sink dropped because its subscriber is behind: counted, logged at each power of two.
+#[derive(Default)]
+pub struct Dropped(Cell<u64>);
+
+impl Dropped {
+    /// One more event for `listener` dropped.
+    pub fn note(&self, listener: u64) {
+        let n = self.0.get() + 1;
+        self.0.set(n);
+        if n.is_power_of_two() {
+            tracing::warn!(
+                listener,
+                dropped = n,
+                "a listener is behind: events dropped"
+            );
+        }
+    }
+}
+
 /// A sink into a bounded channel on this machine: full drops the event (counted, logged).
 pub struct ChannelSink {
     tx: flume::Sender<Bytes>,
-    dropped: Cell<u64>,
+    dropped: Dropped,
 }
 
 impl ChannelSink {
@@ -67,7 +86,7 @@ impl ChannelSink {
     pub fn new(tx: flume::Sender<Bytes>) -> Self {
         Self {
             tx,
-            dropped: Cell::new(0),
+            dropped: Dropped::default(),
         }
     }
 }
@@ -79,15 +98,7 @@ impl EventSink for ChannelSink {
         match self.tx.try_send(bytes) {
             Ok(()) => true,
             Err(flume::TrySendError::Full(_)) => {
-                let n = self.dropped.get() + 1;
-                self.dropped.set(n);
-                if n.is_power_of_two() {
-                    tracing::warn!(
-                        listener,
-                        dropped = n,
-                        "a listener is behind: events dropped"
-                    );
-                }
+                self.dropped.note(listener);
                 true
             }
             Err(flume::TrySendError::Disconnected(_)) => false,

@@ -9,6 +9,8 @@
 
 mod support;
 
+use support::{network, quiet};
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Mutex;
@@ -18,7 +20,6 @@ use corecast_engine::extension;
 use corecast_engine::prelude::*;
 use corecast_engine::table::MemberId;
 use corecast_engine::BlockingMember;
-use corecast_net::Network;
 use corecast_services::counter::{Counter, CounterService};
 use corecast_services::kv::{KvService, KvStore};
 
@@ -76,10 +77,6 @@ fn start(seeds: &[&BlockingMember], shards: u32, backups: u8) -> BlockingMember 
     BlockingMember::from(member)
 }
 
-fn network(m: &BlockingMember) -> &Network {
-    m.member().extension::<Network>().unwrap()
-}
-
 /// Runs `f` on every shard of `m`; the results by shard.
 fn on_shards<T: Send + 'static>(
     m: &BlockingMember,
@@ -103,18 +100,6 @@ fn versions(m: &BlockingMember, partition: PartitionId, slot: u8) -> Vec<(u16, u
         extension::versions(partition, ReplicaIndex(slot)).unwrap()
     }))
     .unwrap()
-}
-
-/// Waits until every live member agrees on the list and table and nothing migrates.
-fn quiet(live: &[&BlockingMember]) {
-    support::procs::wait_for("a quiet cluster", Duration::from_secs(60), || {
-        let statuses: Vec<_> = live.iter().map(|m| network(m).status()).collect();
-        statuses.iter().all(|s| {
-            s.members.len() == live.len()
-                && s.table_version == statuses[0].table_version
-                && s.migrations.planned + s.migrations.in_flight == 0
-        })
-    });
 }
 
 fn check_invariants(live: &[&BlockingMember], backups: u8, what: &str) {

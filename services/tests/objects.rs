@@ -9,11 +9,11 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use corecast_engine::{BlockingMember, Member, MembershipEvent};
-use corecast_net::Network;
 use corecast_services::builtin::with_builtin_services;
 use corecast_services::lock::Lock;
 use corecast_services::map::{EventKind, Map};
 use corecast_services::topic::Topic;
+use support::{network, quiet};
 
 fn start(seeds: &[&BlockingMember]) -> BlockingMember {
     let mut config = support::networked_config(seeds, 1);
@@ -26,35 +26,7 @@ fn start(seeds: &[&BlockingMember]) -> BlockingMember {
 }
 
 fn client(via: &BlockingMember) -> BlockingMember {
-    let config = corecast_engine::Config {
-        shards: Some(1),
-        io_memory_kib: 256,
-        ..corecast_engine::Config::default()
-    };
-    let addr = via.member().invoker().member().address.to_string();
-    let builder = with_builtin_services(Member::builder(config));
-    let client = futures_lite::future::block_on(corecast_net::start_client(
-        builder,
-        &[addr],
-        Duration::from_secs(10),
-    ))
-    .unwrap();
-    BlockingMember::from(client)
-}
-
-fn network(m: &BlockingMember) -> &Network {
-    m.member().extension::<Network>().unwrap()
-}
-
-fn quiet(live: &[&BlockingMember]) {
-    support::procs::wait_for("a quiet cluster", Duration::from_secs(60), || {
-        let statuses: Vec<_> = live.iter().map(|m| network(m).status()).collect();
-        statuses.iter().all(|s| {
-            s.members.len() == live.len()
-                && s.table_version == statuses[0].table_version
-                && s.migrations.planned + s.migrations.in_flight == 0
-        })
-    });
+    support::client_of(&via.member().invoker().member().address.to_string())
 }
 
 /// Keys whose partitions are owned by each member: at least one per member.

@@ -9,28 +9,11 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use corecast_engine::{BlockingMember, Member};
 use corecast_services::atomic::AtomicLong;
-use corecast_services::builtin::with_builtin_services;
 use corecast_services::lock::Lock;
 use corecast_services::map::Map;
 use support::procs::{self, joined, member, run, settled, wait_for, Proc, BIN};
-
-fn client(via: &Proc) -> BlockingMember {
-    let config = corecast_engine::Config {
-        shards: Some(1),
-        io_memory_kib: 256,
-        ..corecast_engine::Config::default()
-    };
-    let builder = with_builtin_services(Member::builder(config));
-    let client = futures_lite::future::block_on(corecast_net::start_client(
-        builder,
-        std::slice::from_ref(&via.addr),
-        Duration::from_secs(10),
-    ))
-    .unwrap();
-    BlockingMember::from(client)
-}
+use support::writes::client;
 
 fn cluster(n: usize) -> Vec<Proc> {
     let first = member(&[], &[]);

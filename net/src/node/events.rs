@@ -12,7 +12,7 @@
 use std::collections::HashSet;
 use std::rc::Weak;
 
-use corecast_engine::events::{EventSink, ListenSpec};
+use corecast_engine::events::{Dropped, EventSink, ListenSpec};
 use rkyv::{Archive, Deserialize, Serialize};
 
 use super::*;
@@ -57,7 +57,7 @@ pub(super) struct Subscriptions {
 /// A publishing shard's sink for one connection's listeners.
 struct WriterSink {
     writer: Weak<Writer>,
-    dropped: std::cell::Cell<u64>,
+    dropped: Dropped,
 }
 
 impl EventSink for WriterSink {
@@ -66,15 +66,7 @@ impl EventSink for WriterSink {
             return false;
         };
         if writer.queued() > EVENT_BACKLOG {
-            let n = self.dropped.get() + 1;
-            self.dropped.set(n);
-            if n.is_power_of_two() {
-                tracing::warn!(
-                    listener,
-                    dropped = n,
-                    "a remote listener is behind: events dropped"
-                );
-            }
+            self.dropped.note(listener);
             return true;
         }
         let header = Header {
@@ -138,7 +130,7 @@ impl ShardNet {
                 .get_or_insert_with(|| {
                     Rc::new(WriterSink {
                         writer: Rc::downgrade(writer),
-                        dropped: std::cell::Cell::new(0),
+                        dropped: Dropped::default(),
                     })
                 })
                 .clone();

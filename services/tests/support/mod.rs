@@ -5,7 +5,10 @@
 pub mod procs;
 pub mod writes;
 
+use std::time::Duration;
+
 use corecast_engine::{BlockingMember, Config, Member};
+use corecast_net::Network;
 use corecast_services::builtin::with_builtin_services;
 
 /// A config for an embedded test member: `shards` shards, the default 271 partitions.
@@ -42,4 +45,43 @@ pub fn networked_config(seeds: &[&BlockingMember], shards: u32) -> Config {
     config.network.member_timeout_millis = 1000;
     config.network.join_timeout_millis = 300;
     config
+}
+
+/// The network extension of an in-process member.
+pub fn network(m: &BlockingMember) -> &Network {
+    match m.member().extension::<Network>() {
+        Some(n) => n,
+        None => panic!("the member has no network"),
+    }
+}
+
+/// Waits until every live member agrees on the list and table and nothing migrates.
+pub fn quiet(live: &[&BlockingMember]) {
+    procs::wait_for("a quiet cluster", Duration::from_secs(60), || {
+        let statuses: Vec<_> = live.iter().map(|m| network(m).status()).collect();
+        statuses.iter().all(|s| {
+            s.members.len() == live.len()
+                && s.table_version == statuses[0].table_version
+                && s.migrations.planned + s.migrations.in_flight == 0
+        })
+    });
+}
+
+/// A smart client with every built-in service, connected through the member at `addr`.
+pub fn client_of(addr: &str) -> BlockingMember {
+    let config = Config {
+        shards: Some(1),
+        io_memory_kib: 256,
+        ..Config::default()
+    };
+    let builder = with_builtin_services(Member::builder(config));
+    let started = futures_lite::future::block_on(corecast_net::start_client(
+        builder,
+        &[addr.to_owned()],
+        Duration::from_secs(10),
+    ));
+    match started {
+        Ok(client) => BlockingMember::from(client),
+        Err(e) => panic!("the test client did not connect: {e}"),
+    }
 }

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use corecast_engine::{BlockingMember, Config};
+use corecast_engine::BlockingMember;
 use corecast_services::counter::Counter;
 use corecast_services::kv::KvStore;
 
@@ -17,21 +17,7 @@ use super::procs::Proc;
 
 /// A smart client connected through `via`.
 pub fn client(via: &Proc) -> BlockingMember {
-    let config = Config {
-        shards: Some(1),
-        io_memory_kib: 256,
-        ..Config::default()
-    };
-    let builder = BlockingMember::builder(config)
-        .service::<corecast_services::counter::CounterService>()
-        .service::<corecast_services::kv::KvService>();
-    let client = futures_lite::future::block_on(corecast_net::start_client(
-        builder,
-        std::slice::from_ref(&via.addr),
-        Duration::from_secs(10),
-    ))
-    .unwrap();
-    BlockingMember::from(client)
+    super::client_of(&via.addr)
 }
 
 /// What the writers did: per counter, increments attempted and acknowledged; keys put and
