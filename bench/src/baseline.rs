@@ -1,5 +1,6 @@
 //! The floor: the same workload on a bare `ahash` map in one thread, timed per operation the
-//! same way as the member, so the ratio shows what partitioning, shards and archives cost.
+//! same way as the member (closed loop), so the ratio shows what partitioning, shards and
+//! archives cost.
 
 use std::hint::black_box;
 use std::time::Instant;
@@ -7,39 +8,39 @@ use std::time::Instant;
 use ahash::AHashMap;
 
 use crate::report::Measured;
-use crate::workload::{counter_names, keys, Rng, Workload, WorkloadSpec};
+use crate::workload::{counter_names, keys, Picker, Rng, Workload, WorkloadSpec};
 
 /// Runs `workload` on a bare map for the spec's warm-up and duration.
 pub fn run(workload: Workload, spec: &WorkloadSpec) -> Measured {
-    match workload {
-        Workload::CounterInc => {
-            let names = counter_names(spec.counters);
-            let mut map: AHashMap<String, i64> = names.iter().map(|n| (n.clone(), 0)).collect();
-            drive(spec, |rng| {
-                let name = &names[rng.below(names.len())];
-                if let Some(v) = map.get_mut(name.as_str()) {
-                    *v += 1;
-                }
-            })
-        }
-        _ => {
-            let keys = keys(spec.keys);
-            let value = vec![7u8; spec.value_size];
-            let mut map: AHashMap<Vec<u8>, Vec<u8>> =
-                keys.iter().map(|k| (k.clone(), value.clone())).collect();
-            if !workload.reads_keys() {
-                drive(spec, |rng| {
-                    let key = &keys[rng.below(keys.len())];
-                    black_box(map.insert(key.clone(), value.clone()));
-                })
-            } else {
-                drive(spec, |rng| {
-                    let key = &keys[rng.below(keys.len())];
-                    black_box(map.get(key.as_slice()).cloned());
-                })
+    if workload.uses_counters() {
+        let names = counter_names(spec.counters);
+        let picker = Picker::new(names.len(), spec.key_dist);
+        let mut map: AHashMap<String, i64> = names.iter().map(|n| (n.clone(), 0)).collect();
+        return drive(spec, |rng| {
+            let name = &names[picker.pick(rng)];
+            if let Some(v) = map.get_mut(name.as_str()) {
+                *v += 1;
             }
-        }
+        });
     }
+    let keys = keys(spec.keys);
+    let picker = Picker::new(keys.len(), spec.key_dist);
+    let value = vec![7u8; spec.value_size];
+    let mut map: AHashMap<Vec<u8>, Vec<u8>> =
+        keys.iter().map(|k| (k.clone(), value.clone())).collect();
+    let read_ratio = match workload {
+        Workload::MapMixed => spec.read_ratio,
+        w if w.reads_keys() => 1.0,
+        _ => 0.0,
+    };
+    drive(spec, |rng| {
+        let key = &keys[picker.pick(rng)];
+        if rng.unit() < read_ratio {
+            black_box(map.get(key.as_slice()).cloned());
+        } else {
+            black_box(map.insert(key.clone(), value.clone()));
+        }
+    })
 }
 
 fn drive(spec: &WorkloadSpec, mut op: impl FnMut(&mut Rng)) -> Measured {

@@ -1,168 +1,309 @@
-//! Driving an embedded member: callers run as glommio tasks on every shard (thread-per-core: a
-//! caller's own-shard operations run inline, the others take one channel hop), each keeping one
-//! operation in flight, so a shard has `callers` operations in flight.
+//! Driving the load: callers run as glommio tasks on every shard of the load's members (an
+//! embedded cluster of `--cluster-size` members, or smart clients of a running cluster). Each
+//! caller keeps one operation in flight (closed loop) or sends on its share of `--rate` (open
+//! loop). On an embedded member a caller's own-shard operations run inline and the others take
+//! one channel hop; through a client every operation crosses the network, pipelined on the
+//! client shard's one connection per member shard.
 
 use std::cell::RefCell;
 use std::rc::Rc;
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use corecast_engine::{BlockingMember, Config, Member, ShardId};
+use corecast_services::atomic::AtomicLong;
 use corecast_services::builtin::with_builtin_services;
 use corecast_services::counter::Counter;
 use corecast_services::kv::KvStore;
 use corecast_services::map::Map;
 
+use crate::load::{caller, Pace, Window};
 use crate::report::Measured;
-use crate::workload::{counter_names, keys, Rng, Workload, WorkloadSpec};
+use crate::workload::{counter_names, keys, Picker, Rng, Workload, WorkloadSpec};
 
-/// A caller lets the shard's other tasks run after this many operations, since operations on
-/// its own shard complete inline and would otherwise never yield.
-const YIELD_EVERY: u32 = 16;
+/// Where the load runs.
+#[derive(Clone, Debug, serde::Serialize)]
+#[serde(rename_all = "kebab-case", tag = "mode")]
+pub enum Target {
+    /// An in-process cluster of this many members.
+    Embedded {
+        /// Members.
+        cluster_size: usize,
+    },
+    /// A running cluster, through smart clients.
+    Networked {
+        /// Any of its members.
+        members: Vec<String>,
+        /// Load threads (shards) per client.
+        threads: u32,
+        /// Connections per member shard: clients × threads.
+        connections: u32,
+    },
+}
 
-/// An embedded member with the benchmark's objects opened.
+/// The members (or clients) the load runs on, with the benchmark's objects opened.
 pub struct Bench {
-    member: BlockingMember,
+    load: Vec<BlockingMember>,
+    objects: Vec<Objects>,
+    keys: Arc<Vec<Vec<u8>>>,
+}
+
+/// One member's proxies.
+#[derive(Clone)]
+struct Objects {
     counters: Vec<Counter>,
+    atomics: Vec<AtomicLong>,
     store: KvStore,
     map: Map,
-    keys: Vec<Vec<u8>>,
+}
+
+impl Objects {
+    fn open(m: &BlockingMember, spec: &WorkloadSpec) -> anyhow::Result<Self> {
+        let names = counter_names(spec.counters);
+        Ok(Self {
+            counters: names
+                .iter()
+                .map(|n| m.object::<Counter>(n))
+                .collect::<Result<_, _>>()?,
+            atomics: names
+                .iter()
+                .map(|n| m.object::<AtomicLong>(n))
+                .collect::<Result<_, _>>()?,
+            store: m.object::<KvStore>("bench")?,
+            map: m.object::<Map>("bench")?,
+        })
+    }
 }
 
 impl Bench {
-    /// Starts the member and opens `spec.counters` counters and the `bench` store.
+    /// Starts the embedded cluster, or connects the clients, and opens the objects.
     ///
-    /// Errors: the member's start error, or an invocation error while opening objects.
-    /// With `members`, a smart client connected to that cluster instead of an embedded member:
-    /// the callers run on the client's shards and every operation crosses the network.
-    pub fn start(config: Config, spec: &WorkloadSpec, members: &[String]) -> anyhow::Result<Self> {
-        let builder = with_builtin_services(Member::builder(config));
-        let member: BlockingMember = if members.is_empty() {
-            builder
-                .start_blocking()
-                .context("cannot start the embedded member")?
-        } else {
-            let client = futures_lite::future::block_on(corecast_net::start_client(
-                builder,
+    /// Errors: a member's start error, a cluster that cannot be reached, or an invocation error
+    /// while opening objects.
+    pub fn start(config: Config, spec: &WorkloadSpec, target: &Target) -> anyhow::Result<Self> {
+        let load: Vec<BlockingMember> = match target {
+            Target::Embedded { cluster_size: 1 } => {
+                vec![with_builtin_services(Member::builder(config))
+                    .start_blocking()
+                    .context("cannot start the embedded member")?]
+            }
+            Target::Embedded { cluster_size } => {
+                let first = crate::migration::start(&config, &[])?;
+                let seed = first.member().invoker().member().address;
+                let mut all = vec![first];
+                for _ in 1..*cluster_size {
+                    all.push(crate::migration::start(&config, &[seed])?);
+                }
+                wait_balanced(&all)?;
+                all
+            }
+            Target::Networked {
                 members,
-                std::time::Duration::from_secs(10),
-            ))
-            .context("cannot connect to the cluster")?;
-            client.into()
+                threads,
+                connections,
+            } => {
+                let clients = (connections / threads).max(1);
+                (0..clients)
+                    .map(|_| {
+                        let mut config = config.clone();
+                        config.shards = Some(*threads);
+                        let builder = with_builtin_services(Member::builder(config));
+                        let client = futures_lite::future::block_on(corecast_net::start_client(
+                            builder,
+                            members,
+                            Duration::from_secs(10),
+                        ))
+                        .context("cannot connect to the cluster")?;
+                        Ok(BlockingMember::from(client))
+                    })
+                    .collect::<anyhow::Result<_>>()?
+            }
         };
-        let counters = counter_names(spec.counters)
+        let objects = load
             .iter()
-            .map(|name| member.object::<Counter>(name))
-            .collect::<Result<Vec<_>, _>>()?;
-        let store = member.object::<KvStore>("bench")?;
-        let map = member.object::<Map>("bench")?;
+            .map(|m| Objects::open(m, spec))
+            .collect::<anyhow::Result<_>>()?;
         Ok(Self {
-            member,
-            counters,
-            store,
-            map,
-            keys: keys(spec.keys),
+            load,
+            objects,
+            keys: Arc::new(keys(spec.keys)),
         })
     }
 
-    /// The member's shard count.
+    /// Load threads (shards) in all.
     pub fn shards(&self) -> u32 {
-        self.member.member().invoker().shard_count().get()
+        self.load
+            .iter()
+            .map(|m| m.member().invoker().shard_count().get())
+            .sum()
     }
 
-    /// The member's partition count.
+    /// The partition count.
     pub fn partitions(&self) -> u32 {
-        self.member.member().invoker().partition_count().get()
+        self.load
+            .first()
+            .map_or(0, |m| m.member().invoker().partition_count().get())
     }
 
-    /// Runs `workload` on every shard and merges the shards' measurements.
+    /// Runs `workload` on every load shard and merges the shards' measurements.
     ///
-    /// Errors: a shard stopped before the run finished.
+    /// Errors: a shard stopped before the run finished, or filling the keys failed.
     pub fn run(&self, workload: Workload, spec: &WorkloadSpec) -> anyhow::Result<Measured> {
         if workload.reads_keys() {
             self.fill(workload, spec)?;
         }
-        let invoker = self.member.member().invoker();
-        let start = Instant::now();
+        let start = Instant::now() + Duration::from_millis(20);
         let window = Window {
             measure_from: start + spec.warmup,
             end: start + spec.warmup + spec.duration,
         };
-        let runs: Vec<_> = (0..self.shards())
-            .map(|shard| {
+        let total_callers = self.shards() as usize * spec.callers;
+        let progress = crate::progress::Progress::start(&workload.to_string(), start, window.end);
+        let mut runs = Vec::new();
+        let mut first_caller = 0;
+        for (m, objects) in self.load.iter().zip(&self.objects) {
+            let invoker = m.member().invoker();
+            for shard in 0..invoker.shard_count().get() {
                 let load = ShardLoad {
                     workload,
-                    counters: self.counters.clone(),
-                    store: self.store.clone(),
-                    map: self.map.clone(),
+                    objects: objects.clone(),
                     keys: self.keys.clone(),
+                    key_picker: Picker::new(spec.keys, spec.key_dist),
+                    counter_picker: Picker::new(spec.counters, spec.key_dist),
+                    read_ratio: spec.read_ratio,
                     value: vec![7u8; spec.value_size],
                     window,
-                    seed: u64::from(shard) + 1,
+                    seed: first_caller as u64 + 1,
                 };
-                let callers = spec.callers;
-                invoker.run_on(ShardId(shard), move || load.drive(callers))
-            })
-            .collect();
-        let mut total = Measured::new();
-        for run in runs {
-            total.merge(&self.member.block_on(run)?);
+                let paces: Vec<Pace> = (0..spec.callers)
+                    .map(|i| match spec.rate {
+                        Some(rate) => Pace::share(rate, first_caller + i, total_callers, start),
+                        None => Pace::closed(),
+                    })
+                    .collect();
+                first_caller += spec.callers;
+                runs.push(Box::pin(
+                    invoker.run_on(ShardId(shard), move || load.drive(paces)),
+                ));
+            }
         }
+        // Every shard's job is sent before any is awaited: a shard started late would run
+        // behind its schedule (or, closed loop, after the window).
+        let mut total = Measured::new();
+        for run in futures_lite::future::block_on(join_all(runs)) {
+            total.merge(&run?);
+        }
+        progress.finish();
         total.elapsed = spec.duration;
         Ok(total)
     }
 
     /// Puts every key once, so that gets hit.
     fn fill(&self, workload: Workload, spec: &WorkloadSpec) -> anyhow::Result<()> {
+        let (Some(m), Some(objects)) = (self.load.first(), self.objects.first()) else {
+            return Ok(());
+        };
         let value = vec![7u8; spec.value_size];
-        if workload == Workload::MapGet {
-            for batch in self.keys.chunks(10_000) {
-                let entries: Vec<(Vec<u8>, Vec<u8>)> =
-                    batch.iter().map(|k| (k.clone(), value.clone())).collect();
-                self.member.block_on(self.map.put_all(&entries))?;
+        if workload == Workload::KvGet {
+            for key in self.keys.iter() {
+                m.block_on(objects.store.put(key, &value))?;
             }
             return Ok(());
         }
-        for key in &self.keys {
-            self.member.block_on(self.store.put(key, &value))?;
+        for batch in self.keys.chunks(10_000) {
+            let entries: Vec<(Vec<u8>, Vec<u8>)> =
+                batch.iter().map(|k| (k.clone(), value.clone())).collect();
+            m.block_on(objects.map.put_all(&entries))?;
         }
         Ok(())
     }
 
-    /// Shuts the member down.
+    /// Shuts the members (or clients) down.
     pub fn shutdown(self) {
-        self.member.shutdown();
+        for m in self.load.into_iter().rev() {
+            m.shutdown();
+        }
     }
 }
 
-/// When measurement starts and when the run ends (the same instants on every shard).
-#[derive(Clone, Copy)]
-struct Window {
-    measure_from: Instant,
-    end: Instant,
+/// Polls every future until all are done; their outputs in order.
+async fn join_all<T>(
+    mut futures: Vec<std::pin::Pin<Box<impl std::future::Future<Output = T>>>>,
+) -> Vec<T> {
+    let mut outputs: Vec<Option<T>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (f, out) in futures.iter_mut().zip(outputs.iter_mut()) {
+            if out.is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => *out = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    outputs.into_iter().flatten().collect()
+}
+
+/// Waits until an embedded cluster's partitions are balanced and nothing migrates.
+fn wait_balanced(members: &[BlockingMember]) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let settled = members.iter().all(|m| {
+            m.member()
+                .extension::<corecast_net::Network>()
+                .is_some_and(|n| {
+                    let s = n.status();
+                    s.members.len() == members.len()
+                        && s.migrations.planned + s.migrations.in_flight == 0
+                        && s.members.iter().all(|x| x.owned > 0)
+                })
+        });
+        if settled {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the embedded cluster did not settle in 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// One shard's share of a run: what every caller on the shard needs.
 struct ShardLoad {
     workload: Workload,
-    counters: Vec<Counter>,
-    store: KvStore,
-    map: Map,
-    keys: Vec<Vec<u8>>,
+    objects: Objects,
+    keys: Arc<Vec<Vec<u8>>>,
+    key_picker: Picker,
+    counter_picker: Picker,
+    read_ratio: f64,
     value: Vec<u8>,
     window: Window,
     seed: u64,
 }
 
 impl ShardLoad {
-    /// Runs `callers` caller tasks on this shard until the window ends.
-    async fn drive(self, callers: usize) -> Measured {
+    /// Runs one caller task per pace on this shard until the window ends.
+    async fn drive(self, paces: Vec<Pace>) -> Measured {
         let load = Rc::new(self);
         let measured = Rc::new(RefCell::new(Measured::new()));
-        let tasks: Vec<_> = (0..callers)
-            .map(|caller| {
+        let tasks: Vec<_> = paces
+            .into_iter()
+            .enumerate()
+            .map(|(i, pace)| {
                 let (load, measured) = (load.clone(), measured.clone());
-                glommio::spawn_local(async move { load.call(caller as u64, &measured).await })
+                glommio::spawn_local(async move {
+                    let rng = RefCell::new(Rng::new(load.seed * 1_000_003 + i as u64));
+                    caller(pace, load.window, &measured, || load.one(&rng)).await;
+                })
             })
             .collect();
         for task in tasks {
@@ -172,47 +313,28 @@ impl ShardLoad {
         result
     }
 
-    async fn call(&self, caller: u64, measured: &RefCell<Measured>) {
-        let mut rng = Rng::new(self.seed * 1_000_003 + caller);
-        let mut done = 0u32;
-        loop {
-            let t0 = Instant::now();
-            if t0 >= self.window.end {
-                return;
-            }
-            let ok = self.one(&mut rng).await;
-            if t0 >= self.window.measure_from {
-                measured.borrow_mut().record_result(t0.elapsed(), ok);
-            }
-            done += 1;
-            if done % YIELD_EVERY == 0 {
-                futures_lite::future::yield_now().await;
-            }
+    async fn one(&self, rng: &RefCell<Rng>) -> bool {
+        let o = &self.objects;
+        // Draw only what the workload uses: the draws are part of every measured operation.
+        if self.workload.uses_counters() {
+            let c = self.counter_picker.pick(&mut rng.borrow_mut());
+            return match self.workload {
+                Workload::AtomicAdd => o.atomics[c].add_and_get(1).await.is_ok(),
+                _ => o.counters[c].inc(1).await.is_ok(),
+            };
         }
-    }
-
-    async fn one(&self, rng: &mut Rng) -> bool {
+        let (key, read) = {
+            let mut rng = rng.borrow_mut();
+            let key = &self.keys[self.key_picker.pick(&mut rng)];
+            let read = self.workload == Workload::MapMixed && rng.unit() < self.read_ratio;
+            (key, read)
+        };
         match self.workload {
-            Workload::CounterInc => {
-                let counter = &self.counters[rng.below(self.counters.len())];
-                counter.inc(1).await.is_ok()
-            }
-            Workload::KvPut => {
-                let key = &self.keys[rng.below(self.keys.len())];
-                self.store.put(key, &self.value).await.is_ok()
-            }
-            Workload::KvGet => {
-                let key = &self.keys[rng.below(self.keys.len())];
-                matches!(self.store.get(key).await, Ok(Some(_)))
-            }
-            Workload::MapPut => {
-                let key = &self.keys[rng.below(self.keys.len())];
-                self.map.set(key, &self.value).await.is_ok()
-            }
-            Workload::MapGet => {
-                let key = &self.keys[rng.below(self.keys.len())];
-                matches!(self.map.get(key).await, Ok(Some(_)))
-            }
+            Workload::KvPut => o.store.put(key, &self.value).await.is_ok(),
+            Workload::KvGet => matches!(o.store.get(key).await, Ok(Some(_))),
+            Workload::MapGet => matches!(o.map.get(key).await, Ok(Some(_))),
+            Workload::MapMixed if read => matches!(o.map.get(key).await, Ok(Some(_))),
+            _ => o.map.set(key, &self.value).await.is_ok(),
         }
     }
 }

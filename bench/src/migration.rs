@@ -39,7 +39,8 @@ fn free_ports(n: u16) -> anyhow::Result<u16> {
     anyhow::bail!("no {n} consecutive free ports on 127.0.0.1")
 }
 
-fn start(config: &Config, seeds: &[SocketAddr]) -> anyhow::Result<BlockingMember> {
+/// Starts a networked member on free loopback ports joining `seeds`.
+pub(crate) fn start(config: &Config, seeds: &[SocketAddr]) -> anyhow::Result<BlockingMember> {
     let mut config = config.clone();
     let shards = config.shards.unwrap_or(1);
     config.shards = Some(shards);

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
+use crate::output::QUANTILES;
 use crate::workload::Workload;
 
 /// Latencies (nanoseconds) and counts of one target running one workload.
@@ -62,6 +63,23 @@ impl Measured {
     pub fn max(&self) -> u64 {
         self.histogram.max()
     }
+
+    /// Operations recorded.
+    pub fn count(&self) -> u64 {
+        self.histogram.len()
+    }
+
+    /// Operations slower than `limit`.
+    #[cfg(test)]
+    pub fn count_above(&self, limit: Duration) -> u64 {
+        let limit = limit.as_nanos() as u64;
+        self.histogram.len() - self.histogram.count_between(0, limit)
+    }
+
+    /// The histogram.
+    pub fn histogram(&self) -> &Histogram<u64> {
+        &self.histogram
+    }
 }
 
 /// One workload's results.
@@ -86,28 +104,23 @@ pub struct Setup {
     pub partitions: u32,
     /// Callers per shard.
     pub callers: usize,
+    /// The load model: "closed loop" or "open loop at N ops/s".
+    pub load: String,
     /// Measured time per workload.
     pub duration: Duration,
 }
-
-const QUANTILES: [(&str, f64); 5] = [
-    ("p50", 0.50),
-    ("p90", 0.90),
-    ("p99", 0.99),
-    ("p99.9", 0.999),
-    ("p99.99", 0.9999),
-];
 
 /// The results table.
 pub fn table(setup: &Setup, rows: &[Row]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "corecast-bench: {}, {} shards, {} partitions, {} callers per shard, {:.1} s per workload",
+        "corecast-bench: {}, {} shards, {} partitions, {} callers per shard, {}, {:.1} s per workload",
         setup.target,
         setup.shards,
         setup.partitions,
         setup.callers,
+        setup.load,
         setup.duration.as_secs_f64()
     );
     let _ = writeln!(
