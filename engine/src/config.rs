@@ -152,6 +152,8 @@ pub struct NetworkConfig {
     pub max_frame_kib: u32,
     /// TCP send and receive buffer sizes (0 keeps the system's default).
     pub socket_buffer_kib: u32,
+    /// Serve Prometheus metrics over HTTP on this port of the bind host (0: off).
+    pub metrics_port: u16,
 }
 
 impl Default for NetworkConfig {
@@ -167,6 +169,7 @@ impl Default for NetworkConfig {
             invocation_timeout_millis: 10_000,
             max_frame_kib: 16 * 1024,
             socket_buffer_kib: 0,
+            metrics_port: 0,
         }
     }
 }

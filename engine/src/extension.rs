@@ -130,6 +130,21 @@ pub trait Extension: Send + Sync + 'static {
     fn as_any(&self) -> &dyn Any;
 }
 
+/// The statistics of the shard this thread runs: the namespaces' names (the services in slot
+/// order, then `engine`) and the operations and sampled service times by namespace. `None` off a
+/// shard.
+pub fn shard_stats() -> Option<(Vec<&'static str>, crate::stats::OpStats)> {
+    shard::with_current_core(|core| {
+        let names = core
+            .names
+            .iter()
+            .copied()
+            .chain(std::iter::once("engine"))
+            .collect();
+        (names, core.stats.clone())
+    })
+}
+
 /// Registers a listener on this shard, delivering into `sink` (for the network layer: the
 /// connection the subscriber registered on).
 pub fn add_listener(spec: &crate::events::ListenSpec, sink: Rc<dyn crate::events::EventSink>) {

@@ -27,6 +27,7 @@
 //! - [`migration`]: the master's migration planner: target table, migrations in flight,
 //!   progress.
 //! - [`memlock`] (crate-private): the locked-memory check glommio needs before starting.
+//! - [`stats`]: per-shard operation counts and sampled service times, for metrics.
 //! - [`table`]: the partition table: owner and backups per partition, versioned; balanced
 //!   assignment and promotion.
 //! - [`testkit`]: run one service's operations, backups and migrations against plain
@@ -48,6 +49,7 @@ pub mod replica;
 mod reply;
 mod shard;
 pub mod spi;
+pub mod stats;
 pub mod table;
 pub mod testkit;
 

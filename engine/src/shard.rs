@@ -170,6 +170,10 @@ pub(crate) struct ShardCore {
     pub replicas: Vec<ReplicaState>,
     /// Listeners registered on this shard.
     pub events: crate::events::EventHub,
+    /// Operations run here as owner, by outcome, and their sampled service times.
+    pub stats: crate::stats::OpStats,
+    /// The services' names, by slot.
+    pub names: Vec<&'static str>,
 }
 
 impl ShardCore {
@@ -201,6 +205,7 @@ impl ShardCore {
             dispatch.add(slots.len(), factory);
             slots.push(slot);
         }
+        let slots_len = slots.len();
         Ok(Self {
             member: spec.member.clone(),
             shard: spec.shard,
@@ -215,6 +220,8 @@ impl ShardCore {
             slots,
             dispatch,
             events: crate::events::EventHub::default(),
+            stats: crate::stats::OpStats::new(slots_len),
+            names: spec.factories.iter().map(|f| f.name).collect(),
         })
     }
 
@@ -405,9 +412,18 @@ impl ShardCore {
         replica: ReplicaIndex,
     ) -> Result<Option<BackupWork>, OpError> {
         if service == object::ENGINE_SERVICE {
-            return object::run_engine_op(self, partition, local, op, payload, out, mode);
+            let result = object::run_engine_op(self, partition, local, op, payload, out, mode);
+            if mode == Mode::Owner {
+                self.stats.finish(self.slots.len(), result.is_ok(), None);
+            }
+            return result;
         }
         let handler = self.dispatch.handler(service, op)?;
+        let timer = if mode == Mode::Owner {
+            self.stats.start()
+        } else {
+            None
+        };
         let target = Target {
             partition,
             shard: self.shard,
@@ -421,7 +437,11 @@ impl ShardCore {
             .slots
             .get_mut(handler.slot)
             .ok_or(OpError::UnknownService { service })?;
-        (handler.run)(slot.as_mut(), &target, payload, out)
+        let result = (handler.run)(slot.as_mut(), &target, payload, out);
+        if mode == Mode::Owner {
+            self.stats.finish(handler.slot, result.is_ok(), timer);
+        }
+        result
     }
 
     /// The index of `service`'s namespace in a partition's versions: its slot, or the object

@@ -21,7 +21,19 @@ pub async fn start_member(builder: MemberBuilder) -> Result<Member, StartError> 
         Network::member(builder.config()).map_err(|e| StartError::Network(e.to_string()))?;
     let patience =
         builder.config().network.join_timeout() + builder.config().network.member_timeout() * 2;
-    start(builder, network, patience).await
+    let metrics_port = builder.config().network.metrics_port;
+    let mut host = builder.config().network.bind;
+    let member = start(builder, network.clone(), patience).await?;
+    if metrics_port != 0 {
+        host.set_port(metrics_port);
+        if let Err(e) = network.serve_metrics(host, member.invoker().clone()) {
+            member.shutdown().await;
+            return Err(StartError::Network(format!(
+                "network.metrics-port = {metrics_port}: cannot listen on {host}: {e}"
+            )));
+        }
+    }
+    Ok(member)
 }
 
 /// Starts a smart client connected to any of `members`. Returns once it has the member list and

@@ -18,6 +18,7 @@ pub mod cluster;
 pub mod conn;
 pub mod frame;
 pub mod membership;
+pub mod metrics;
 pub mod node;
 pub mod replica;
 mod sys;

@@ -310,6 +310,8 @@ impl Membership {
             | Control::Welcome { .. }
             | Control::Refused { .. }
             | Control::Subscribe
+            | Control::StatsRequest
+            | Control::Stats { .. }
             | Control::MigrationStart { .. }
             | Control::MigrationRollback { .. } => {}
         }

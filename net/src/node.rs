@@ -41,6 +41,47 @@ mod events;
 mod many;
 
 pub use many::{batch_stats, BatchStats};
+
+/// The network numbers of the shard this thread runs (zeros off a shard), for metrics.
+pub fn shard_net_stats() -> crate::metrics::ShardNetStats {
+    SHARD.with(|s| {
+        let Some(sn) = s.borrow().clone() else {
+            return crate::metrics::ShardNetStats::default();
+        };
+        let (mut owned, mut backups) = (0, 0);
+        for p in sn.shards.partitions_of(sn.shard, sn.partitions) {
+            match sn.replica_of(p) {
+                Some(r) if r.is_backup() => backups += 1,
+                Some(_) => owned += 1,
+                None => {}
+            }
+        }
+        let (outbound, queued_bytes) = {
+            let conns = sn.conns.borrow();
+            let open: Vec<_> = conns.values().filter(|c| !c.is_closed()).collect();
+            (
+                open.len() as u32,
+                open.iter().map(|c| c.queued() as u64).sum(),
+            )
+        };
+        let inbound = sn
+            .inbound
+            .borrow()
+            .iter()
+            .filter(|w| w.upgrade().is_some_and(|w| !w.is_closed()))
+            .count() as u32;
+        let backup_replay_queue = sn.syncing.borrow().values().map(|q| q.len() as u32).sum();
+        crate::metrics::ShardNetStats {
+            owned,
+            backups,
+            inbound,
+            outbound,
+            queued_bytes,
+            backup_replay_queue,
+            rejected: sn.rejected.get(),
+        }
+    })
+}
 mod migrate;
 
 /// Why the network could not start.
@@ -107,6 +148,19 @@ pub struct ClusterStatus {
     pub migrations: MigrationProgress,
 }
 
+/// A member's headline numbers (`cluster status`): summed over its shards since it started.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MemberStats {
+    /// Operations it ran as owner that succeeded.
+    pub ops: u64,
+    /// Operations it ran as owner that failed.
+    pub errors: u64,
+    /// Inbound connections open.
+    pub connections: u32,
+    /// Inbound connections closed for a protocol violation.
+    pub rejected: u64,
+}
+
 /// The partition streams this member sent as a migration source.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StreamStats {
@@ -136,6 +190,10 @@ struct Shared {
     left: bool,
     listeners: Vec<flume::Sender<MembershipEvent>>,
     joined_waiters: Vec<flume::Sender<()>>,
+    /// The metrics endpoint, stopped with the member.
+    metrics: Option<crate::metrics::MetricsServer>,
+    /// Clients: the members' headline numbers, by member id, as last answered.
+    member_stats: AHashMap<u64, MemberStats>,
     start_errors: Vec<NetError>,
 }
 
@@ -256,6 +314,56 @@ impl Network {
             .map(|s| resolve("--members", s))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Self::new(config, Role::Client, seeds))
+    }
+
+    /// Serves Prometheus metrics of this member at `addr` until it stops.
+    ///
+    /// Errors: the port cannot be bound.
+    pub fn serve_metrics(
+        self: &Arc<Self>,
+        addr: SocketAddr,
+        invoker: Invoker,
+    ) -> std::io::Result<SocketAddr> {
+        let server = crate::metrics::MetricsServer::start(addr, invoker, self.clone())?;
+        let bound = server.addr();
+        self.lock().metrics = Some(server);
+        Ok(bound)
+    }
+
+    /// A client's view of every member's headline numbers: asks each member and waits up to
+    /// `timeout` for the answers; the members that answered, by id.
+    pub async fn member_stats(
+        &self,
+        invoker: &Invoker,
+        timeout: Duration,
+    ) -> AHashMap<u64, MemberStats> {
+        let members: Vec<(u64, SocketAddr)> = self
+            .status()
+            .members
+            .iter()
+            .map(|m| (m.entry.id.0, m.entry.addr))
+            .collect();
+        self.lock().member_stats.clear();
+        let ask = members.iter().map(|m| m.1).collect::<Vec<_>>();
+        let sent = invoker.run_on(ShardId(0), move || async move {
+            let sn = SHARD.with(|s| s.borrow().clone());
+            if let Some(sn) = sn {
+                for addr in ask {
+                    sn.send_control(addr, Control::StatsRequest);
+                }
+            }
+        });
+        if sent.await.is_err() {
+            return AHashMap::new();
+        }
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.lock().member_stats.len() >= members.len() {
+                break;
+            }
+            sleep_anywhere(Duration::from_millis(10)).await;
+        }
+        self.lock().member_stats.clone()
     }
 
     /// This member's (or client's) id.
@@ -466,6 +574,12 @@ impl Extension for Network {
         })
     }
 
+    fn stopped(&self) {
+        // The metrics thread asks the shards; they are gone.
+        let server = self.lock().metrics.take();
+        drop(server);
+    }
+
     fn as_any(&self) -> &dyn std::any::Any {
         self
     }
@@ -521,6 +635,8 @@ struct ShardNet {
     subs: RefCell<events::Subscriptions>,
     /// Batches this shard sent, parts they carried, parts sent again one by one.
     batches: std::cell::Cell<many::BatchStats>,
+    /// Inbound connections closed for a protocol violation.
+    rejected: std::cell::Cell<u64>,
 }
 
 /// A backup frame kept while its replica fetches the partition.
@@ -582,6 +698,7 @@ impl ShardNet {
             progress: std::cell::Cell::new(MigrationProgress::default()),
             subs: RefCell::new(events::Subscriptions::default()),
             batches: std::cell::Cell::new(many::BatchStats::default()),
+            rejected: std::cell::Cell::new(0),
         });
         SHARD.with(|s| *s.borrow_mut() = Some(sn.clone()));
         if net.role == Role::Member {
@@ -732,6 +849,36 @@ impl ShardNet {
         .detach();
     }
 
+    /// Shard 0 of a member: sums every shard's numbers and answers a `StatsRequest` on `w`.
+    fn send_stats(self: &Rc<Self>, w: Rc<Writer>) {
+        let this = self.clone();
+        glommio::spawn_local(async move {
+            let mut answer = MemberStats::default();
+            for s in 0..this.shards.get() {
+                let job = this.invoker.run_on(ShardId(s), || async {
+                    let ops = extension::shard_stats()
+                        .map(|(_, ops)| ops)
+                        .unwrap_or_default();
+                    (ops, shard_net_stats())
+                });
+                if let Ok((ops, net)) = job.await {
+                    answer.ops += ops.ops.iter().map(|c| c[0]).sum::<u64>();
+                    answer.errors += ops.ops.iter().map(|c| c[1]).sum::<u64>();
+                    answer.connections += net.inbound;
+                    answer.rejected += net.rejected;
+                }
+            }
+            w.push_control(&Control::Stats {
+                id: this.net.id.0,
+                ops: answer.ops,
+                errors: answer.errors,
+                connections: answer.connections,
+                rejected: answer.rejected,
+            });
+        })
+        .detach();
+    }
+
     /// A control message from a peer (on shard 0). `reply` is the connection it came on, for
     /// clients that subscribe.
     fn on_control(self: &Rc<Self>, msg: Control, reply: Option<&Rc<Writer>>) {
@@ -739,6 +886,31 @@ impl ShardNet {
             return;
         };
         match (&control.machine, msg) {
+            (Some(_), Control::StatsRequest) => {
+                if let Some(w) = reply {
+                    self.send_stats(w.clone());
+                }
+            }
+            (
+                None,
+                Control::Stats {
+                    id,
+                    ops,
+                    errors,
+                    connections,
+                    rejected,
+                },
+            ) => {
+                self.net.lock().member_stats.insert(
+                    id,
+                    MemberStats {
+                        ops,
+                        errors,
+                        connections,
+                        rejected,
+                    },
+                );
+            }
             (Some(_), Control::Subscribe) => {
                 if let Some(w) = reply {
                     if let Some(machine) = &control.machine {
@@ -1276,6 +1448,9 @@ async fn serve_inbound(sn: Rc<ShardNet>, stream: TcpStream) {
         .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
     conn::configure(&stream, sn.net.socket_buffer);
     if let Err(e) = serve_connection(&sn, stream, peer).await {
+        if matches!(e, ConnError::Protocol { .. } | ConnError::Frame { .. }) {
+            sn.rejected.set(sn.rejected.get() + 1);
+        }
         tracing::warn!(%peer, shard = %sn.shard, error = %e, "closing connection");
     }
 }

@@ -201,6 +201,21 @@ mod messages {
             /// The member leaving.
             id: u64,
         },
+        /// A client asks a member for its headline numbers (`cluster status`).
+        StatsRequest,
+        /// A member's headline numbers, summed over its shards.
+        Stats {
+            /// The member's id.
+            id: u64,
+            /// Operations it ran as owner that succeeded.
+            ops: u64,
+            /// Operations it ran as owner that failed.
+            errors: u64,
+            /// Inbound connections open.
+            connections: u32,
+            /// Inbound connections closed for a protocol violation.
+            rejected: u64,
+        },
     }
 }
 

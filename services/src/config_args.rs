@@ -48,6 +48,9 @@ pub struct ConfigArgs {
     /// `network.secret`: the shared secret members must present to join.
     #[arg(long)]
     pub secret: Option<String>,
+    /// `network.metrics-port`: serve Prometheus metrics on this port (0: off).
+    #[arg(long)]
+    pub metrics_port: Option<u16>,
     /// `network.lite`: join, but hold no partitions.
     #[arg(long)]
     pub lite: bool,
@@ -101,6 +104,10 @@ impl ConfigArgs {
             ),
             ("network.secret", self.secret.as_ref().map(quoted)),
             ("network.lite", self.lite.then(|| "true".to_owned())),
+            (
+                "network.metrics-port",
+                self.metrics_port.map(|v| v.to_string()),
+            ),
             (
                 "backups.backup-count",
                 self.backup_count.map(|v| v.to_string()),

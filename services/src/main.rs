@@ -454,9 +454,23 @@ fn status(connect_args: &Connect) -> anyhow::Result<()> {
         "migrations: planned {}  in flight {}  done {}  failed {}",
         m.planned, m.in_flight, m.done, m.failed
     );
+    let stats = futures_lite::future::block_on(
+        network.member_stats(client.invoker(), Duration::from_secs(2)),
+    );
     println!(
-        "{:<22} {:<17} {:>6} {:<13} {:>6} {:>4} {:>5} {:>7}",
-        "ADDRESS", "ID", "SHARDS", "PORTS", "MASTER", "LITE", "OWNED", "BACKUPS"
+        "{:<22} {:<17} {:>6} {:<13} {:>6} {:>4} {:>5} {:>7} {:>12} {:>8} {:>5} {:>8}",
+        "ADDRESS",
+        "ID",
+        "SHARDS",
+        "PORTS",
+        "MASTER",
+        "LITE",
+        "OWNED",
+        "BACKUPS",
+        "OPS",
+        "ERRORS",
+        "CONNS",
+        "REJECTED"
     );
     for m in &status.members {
         let e = &m.entry;
@@ -464,8 +478,17 @@ fn status(connect_args: &Connect) -> anyhow::Result<()> {
             .addr
             .port()
             .saturating_add(e.shards.saturating_sub(1) as u16);
+        let numbers = stats.get(&e.id.0).map_or_else(
+            || format!("{:>12} {:>8} {:>5} {:>8}", "-", "-", "-", "-"),
+            |n| {
+                format!(
+                    "{:>12} {:>8} {:>5} {:>8}",
+                    n.ops, n.errors, n.connections, n.rejected
+                )
+            },
+        );
         println!(
-            "{:<22} {:<17} {:>6} {:<13} {:>6} {:>4} {:>5} {:>7}",
+            "{:<22} {:<17} {:>6} {:<13} {:>6} {:>4} {:>5} {:>7} {numbers}",
             e.addr.to_string(),
             e.id.to_string(),
             e.shards,

@@ -1,0 +1,79 @@
+//! `corecast member --metrics-port`: a real member process answers a scrape with Prometheus text
+//! that parses and counts the operations it ran, and `cluster status` shows the headline numbers.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use corecast_net::metrics::{parse, Sample};
+use corecast_services::map::Map;
+use support::procs::{self, joined, member, wait_for};
+
+fn scrape(port: u16) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.contains("text/plain; version=0.0.4"), "{head}");
+    body.to_owned()
+}
+
+fn sum(samples: &[Sample], name: &str, label: Option<(&str, &str)>) -> f64 {
+    samples
+        .iter()
+        .filter(|s| s.name == name)
+        .filter(|s| label.is_none_or(|(k, v)| s.labels.iter().any(|l| l.0 == k && l.1 == v)))
+        .map(|s| s.value)
+        .sum()
+}
+
+#[test]
+fn a_scrape_parses_and_counts_the_members_operations() {
+    let port = procs::free_ports(1);
+    let p = port.to_string();
+    let m = member(&[], &["--metrics-port", &p, "--backup-count", "0"]);
+    wait_for("the member", Duration::from_secs(20), || joined(&m));
+    let client = support::writes::client(&m);
+    let map = client.object::<Map>("scraped").unwrap();
+    for i in 0..500u32 {
+        client.block_on(map.set(&i.to_le_bytes(), b"v")).unwrap();
+    }
+    assert!(client.block_on(map.get(b"missing")).unwrap().is_none());
+    let samples = parse(&scrape(port)).unwrap_or_else(|e| panic!("{e}"));
+    let map_ok = sum(
+        &samples,
+        "corecast_operations_total",
+        Some(("service", "map")),
+    );
+    assert!(map_ok >= 501.0, "map operations {map_ok}");
+    assert_eq!(sum(&samples, "corecast_partitions_owned", None), 271.0);
+    assert_eq!(sum(&samples, "corecast_cluster_members", None), 1.0);
+    assert!(sum(&samples, "corecast_connections_inbound", None) >= 1.0);
+    assert!(sum(&samples, "corecast_operation_seconds_count", None) >= 30.0);
+    // Garbage on a member port is a rejected connection, counted.
+    let mut g = TcpStream::connect(m.addr.as_str()).unwrap();
+    g.write_all(&[0xAB; 64]).unwrap();
+    let mut sink = Vec::new();
+    let _ = g.read_to_end(&mut sink);
+    wait_for("the rejection counted", Duration::from_secs(5), || {
+        let samples = parse(&scrape(port)).unwrap();
+        sum(&samples, "corecast_frames_rejected_total", None) >= 1.0
+    });
+    // `cluster status` shows the member's operations, connections and rejections.
+    let out = procs::run(&["cluster", "status", "--members", &m.addr], None);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let header = text.lines().nth(2).unwrap();
+    assert!(header.ends_with("OPS   ERRORS CONNS REJECTED"), "{text}");
+    let row: Vec<&str> = text.lines().nth(3).unwrap().split_whitespace().collect();
+    let ops: u64 = row[8].parse().unwrap();
+    assert!(ops >= 501, "{text}");
+    assert!(row[10].parse::<u32>().unwrap() >= 1, "{text}");
+    assert!(row[11].parse::<u64>().unwrap() >= 1, "{text}");
+    client.shutdown();
+}
