@@ -56,5 +56,8 @@ kill "$member_pid"
 wait "$member_pid" || true
 member_pid=""
 
+step "bench-vs-redis smoke run (installs redis-server with apt-get if absent)"
+scripts/bench-vs-redis.sh --quick
+
 echo
 echo "all checks passed"
