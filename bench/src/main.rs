@@ -14,7 +14,8 @@
 //! Module map: [`workload`] (what an operation is, keys and their distribution), [`load`]
 //! (closed and open loops), [`embedded`] (driving members or clients), [`baseline`] (the bare
 //! map), [`pingpong`] (the raw TCP floor), [`report`] (measurements and the table), [`output`]
-//! (JSON, `.hgrm`, compare), [`progress`], [`memory`] and [`migration`] (the other benchmarks).
+//! (JSON, `.hgrm`, compare), [`plot`] (latency curves as SVG), [`progress`], [`memory`] and
+//! [`migration`] (the other benchmarks).
 
 mod baseline;
 mod embedded;
@@ -23,6 +24,7 @@ mod memory;
 mod migration;
 mod output;
 mod pingpong;
+mod plot;
 mod progress;
 mod report;
 mod workload;
@@ -118,6 +120,10 @@ struct Args {
     /// Print the ratios of run B to run A (two `summary.json` files) and exit.
     #[arg(long, num_args = 2, value_names = ["A.json", "B.json"])]
     compare: Option<Vec<PathBuf>>,
+    /// Draw the latency-by-percentile curves of one or more runs into an SVG file and exit:
+    /// `--plot OUT.svg A.json B.json …`.
+    #[arg(long, num_args = 2.., value_names = ["OUT.svg", "RUN.json"])]
+    plot: Option<Vec<PathBuf>>,
     /// The map memory benchmark instead: store this many entries of `--value-size` bytes and
     /// report the bytes each costs beyond its key and value.
     #[arg(long, value_name = "ENTRIES")]
@@ -241,6 +247,18 @@ fn run(args: Args) -> anyhow::Result<()> {
             &b.display().to_string(),
         );
         print!("{text}");
+        return Ok(());
+    }
+    if let Some(files) = &args.plot {
+        let (out, inputs) = files
+            .split_first()
+            .ok_or_else(|| anyhow::anyhow!("--plot needs OUT.svg and at least one summary"))?;
+        let runs = inputs
+            .iter()
+            .map(|p| Ok((p.display().to_string(), output::read(p)?)))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let n = plot::plot(out, &runs)?;
+        eprintln!("wrote {} curves to {}", n, out.display());
         return Ok(());
     }
     let (spec, target) = validate(&args)?;
