@@ -268,8 +268,20 @@ pub(crate) fn run_op<O: Operation>(
         what: "response",
         reason: e.to_string(),
     })?;
-    if target.mode != Mode::Owner || !O::should_backup(op, &response) {
+    if target.mode != Mode::Owner || O::READS_ONLY || !O::should_backup(op, &response) {
         return Ok(None);
+    }
+    let sync = O::sync_backup_count(op).unwrap_or(policy.sync);
+    let async_ = O::async_backup_count(op).unwrap_or(policy.async_);
+    if sync == 0 && async_ == 0 {
+        // No replica takes it: the write is remembered for retries without building a backup.
+        return Ok(Some(BackupWork {
+            service: service_id,
+            op: O::ID,
+            payload: Bytes::new(),
+            sync,
+            async_,
+        }));
     }
     let Some(backup) = O::backup_operation(op, &response) else {
         return Ok(None);
@@ -286,8 +298,8 @@ pub(crate) fn run_op<O: Operation>(
         service: backup.service,
         op: backup.op,
         payload,
-        sync: O::sync_backup_count(op).unwrap_or(policy.sync),
-        async_: O::async_backup_count(op).unwrap_or(policy.async_),
+        sync,
+        async_,
     }))
 }
 

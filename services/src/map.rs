@@ -359,9 +359,9 @@ fn write(
         Some(s) => s,
         None => ctx.container.entry(name.to_owned()).or_default(),
     };
-    let exists = s.get(key, now).is_some();
     let mut evicted = Vec::new();
-    if !exists && cap > 0 {
+    // Only a bounded map needs to know before storing whether the key is new.
+    if cap > 0 && s.get(key, now).is_none() {
         // Expired entries go first; then the policy's pick.
         for e in s.expire(now, EXPIRE_PER_TICK) {
             publish(&events, name, EventKind::Expired, &e, None);

@@ -66,11 +66,13 @@ fn set_expires(e: &mut [u8], at: u64) {
 
 /// Packs an entry. `key` must be at most [`MAX_KEY`] bytes (the caller checks).
 pub fn pack(key: &[u8], value: &[u8], expires_at: u64) -> Packed {
-    let mut e = vec![0u8; HEADER + key.len() + value.len()];
-    set_expires(&mut e, expires_at);
-    e[6..8].copy_from_slice(&(key.len().min(MAX_KEY) as u16).to_le_bytes());
-    e[HEADER..HEADER + key.len()].copy_from_slice(key);
-    e[HEADER + key.len()..].copy_from_slice(value);
+    // Built by appending (no zero-fill first): the exact capacity makes the box free to take.
+    let mut e = Vec::with_capacity(HEADER + key.len() + value.len());
+    e.extend_from_slice(&expires_at.min((1 << 48) - 1).to_le_bytes()[..6]);
+    e.extend_from_slice(&(key.len().min(MAX_KEY) as u16).to_le_bytes());
+    e.extend_from_slice(&[0; 4]);
+    e.extend_from_slice(key);
+    e.extend_from_slice(value);
     e.into_boxed_slice()
 }
 
