@@ -134,12 +134,19 @@ impl<T> Slot<T> {
     }
 }
 
-/// Frames queued by any task of the shard, written by the connection's writer task.
+/// Frames queued by any task of the shard, written by the connection's writer task; or sent at
+/// once by [`Writer::flush`] (one non-blocking `send` of everything queued, when the writer task
+/// has nothing in flight): a member answering a batch of requests flushes at the batch's end
+/// instead of waking the writer task.
 pub struct Writer {
     buf: RefCell<AlignedVec>,
     notify: Notify,
     closed: Cell<bool>,
     max_payload: usize,
+    /// A second handle of the socket for direct sends; `None` until [`Writer::run`] starts.
+    direct: RefCell<Option<socket2::Socket>>,
+    /// The writer task has bytes in flight: pushes queue behind them.
+    writing: Cell<bool>,
 }
 
 /// A writer that has fallen this far behind is a slow consumer: its connection is closed.
@@ -153,6 +160,8 @@ impl Writer {
             notify: Notify::default(),
             closed: Cell::new(false),
             max_payload,
+            direct: RefCell::new(None),
+            writing: Cell::new(false),
         })
     }
 
@@ -173,6 +182,32 @@ impl Writer {
         }
         self.notify.notify();
         Ok(())
+    }
+
+    /// Sends what is queued now, without waiting, unless the writer task has a write in
+    /// flight. What the socket does not take stays queued for the writer task, in order.
+    pub fn flush(&self) {
+        if self.writing.get() || self.closed.get() {
+            return;
+        }
+        let direct = self.direct.borrow();
+        let Some(sock) = direct.as_ref() else {
+            return;
+        };
+        let mut buf = self.buf.borrow_mut();
+        if buf.is_empty() {
+            return;
+        }
+        match sock.send_with_flags(&buf, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) {
+            Ok(n) if n == buf.len() => buf.clear(),
+            Ok(n) => {
+                let rest = buf[n..].to_vec();
+                buf.clear();
+                buf.extend_from_slice(&rest);
+            }
+            // Full, or failed: the writer task writes it (and meets the error, if any).
+            Err(_) => {}
+        }
     }
 
     /// Queues a control message.
@@ -205,6 +240,10 @@ impl Writer {
 
     /// Writes queued frames until closed or a write fails.
     pub async fn run(self: Rc<Self>, mut stream: TcpStream) {
+        match socket2::SockRef::from(&stream).try_clone() {
+            Ok(sock) => *self.direct.borrow_mut() = Some(sock),
+            Err(e) => tracing::debug!(error = %e, "no direct sends on this connection"),
+        }
         let mut out = AlignedVec::new();
         loop {
             self.notify.wait().await;
@@ -215,13 +254,18 @@ impl Writer {
             if out.is_empty() {
                 continue;
             }
-            if let Err(e) = stream.write_all(&out).await {
+            self.writing.set(true);
+            let written = stream.write_all(&out).await;
+            self.writing.set(false);
+            if let Err(e) = written {
                 tracing::debug!(error = %e, "write failed; closing the connection");
                 self.closed.set(true);
                 break;
             }
             out.clear();
         }
+        // Direct sends end with the writer.
+        self.direct.borrow_mut().take();
         // Shut the socket down for both halves, so the reader on the other descriptor ends too.
         let _ = socket2::SockRef::from(&stream).shutdown(std::net::Shutdown::Both);
         let _ = stream.close().await;

@@ -1630,6 +1630,8 @@ async fn serve_requests(
         if writer.is_closed() {
             return Ok(());
         }
+        // The batch's answers go now, in one send, rather than after the writer task's wake-up.
+        writer.flush();
         if !conn::fill(&mut stream, &mut rb, peer).await? {
             return rb
                 .finish()
