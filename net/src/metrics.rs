@@ -85,8 +85,13 @@ pub fn gather(invoker: &Invoker, network: &Network) -> Snapshot {
     }
 }
 
-/// A per-shard gauge: name, help, how to read it.
-type Gauge = (&'static str, &'static str, fn(&ShardNetStats) -> u64);
+/// A per-shard number: name, type, help, how to read it.
+type PerShard = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&ShardNetStats) -> u64,
+);
 
 fn escape(v: &str) -> String {
     v.replace('\\', "\\\\")
@@ -152,40 +157,52 @@ pub fn render(s: &Snapshot) -> String {
             sh.shard
         );
     }
-    let gauges: [Gauge; 6] = [
+    let per_shard: [PerShard; 7] = [
         (
             "corecast_partitions_owned",
+            "gauge",
             "Partitions of the shard this member owns.",
             |n| u64::from(n.owned),
         ),
         (
             "corecast_partitions_backed_up",
+            "gauge",
             "Partitions of the shard this member holds a backup of.",
             |n| u64::from(n.backups),
         ),
         (
             "corecast_connections_inbound",
+            "gauge",
             "Inbound connections open on the shard.",
             |n| u64::from(n.inbound),
         ),
         (
             "corecast_connections_outbound",
+            "gauge",
             "Outbound connections open from the shard.",
             |n| u64::from(n.outbound),
         ),
         (
             "corecast_outbound_queued_bytes",
+            "gauge",
             "Bytes queued on the shard's outbound connections (backups, forwards, events).",
             |n| n.queued_bytes,
         ),
         (
             "corecast_backup_replay_queue",
+            "gauge",
             "Backup frames waiting for their partition's fetch.",
             |n| u64::from(n.backup_replay_queue),
         ),
+        (
+            "corecast_frames_rejected_total",
+            "counter",
+            "Inbound connections closed for a protocol violation.",
+            |n| n.rejected,
+        ),
     ];
-    for (name, help, get) in gauges {
-        family(&mut out, name, "gauge", help);
+    for (name, kind, help, get) in per_shard {
+        family(&mut out, name, kind, help);
         for sh in &s.shards {
             let _ = writeln!(
                 out,
@@ -194,19 +211,6 @@ pub fn render(s: &Snapshot) -> String {
                 get(&sh.net)
             );
         }
-    }
-    family(
-        &mut out,
-        "corecast_frames_rejected_total",
-        "counter",
-        "Inbound connections closed for a protocol violation.",
-    );
-    for sh in &s.shards {
-        let _ = writeln!(
-            out,
-            "corecast_frames_rejected_total{{member=\"{m}\",shard=\"{}\"}} {}",
-            sh.shard, sh.net.rejected
-        );
     }
     let st = &s.status;
     let mg = &st.migrations;
