@@ -40,6 +40,8 @@ pub(crate) struct Target<'a> {
     pub member: &'a MemberInfo,
     /// The shard's listeners; operations publish to them as the owner only.
     pub events: &'a crate::events::EventHub,
+    /// Whether a write may have replicas to back it up (false on a member without a network).
+    pub replicated: bool,
 }
 
 /// The backup an operation asked for, with the replica counts in effect for it.
@@ -268,7 +270,11 @@ pub(crate) fn run_op<O: Operation>(
         what: "response",
         reason: e.to_string(),
     })?;
-    if target.mode != Mode::Owner || O::READS_ONLY || !O::should_backup(op, &response) {
+    if target.mode != Mode::Owner
+        || !target.replicated
+        || O::READS_ONLY
+        || !O::should_backup(op, &response)
+    {
         return Ok(None);
     }
     let sync = O::sync_backup_count(op).unwrap_or(policy.sync);

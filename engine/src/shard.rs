@@ -174,6 +174,9 @@ pub(crate) struct ShardCore {
     pub stats: crate::stats::OpStats,
     /// The services' names, by slot.
     pub names: Vec<&'static str>,
+    /// A member without a network: no replicas, no retries, so writes build no backup and
+    /// leave no answer to remember.
+    pub standalone: bool,
 }
 
 impl ShardCore {
@@ -222,6 +225,7 @@ impl ShardCore {
             events: crate::events::EventHub::default(),
             stats: crate::stats::OpStats::new(slots_len),
             names: spec.factories.iter().map(|f| f.name).collect(),
+            standalone: spec.extension.is_none(),
         })
     }
 
@@ -432,6 +436,7 @@ impl ShardCore {
             mode,
             member: &self.member,
             events: &self.events,
+            replicated: !self.standalone,
         };
         let slot = self
             .slots

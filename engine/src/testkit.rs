@@ -253,6 +253,7 @@ impl<S: Service> PartitionHarness<S> {
             },
             member: &self.member,
             events: &self.events,
+            replicated: true,
         };
         let mut out = Bytes::new();
         let slot: &mut dyn ErasedSlot = &mut self.slot;
