@@ -151,11 +151,6 @@ pub fn add_listener(spec: &crate::events::ListenSpec, sink: Rc<dyn crate::events
     shard::with_current_core(|core| core.events.add(spec, sink));
 }
 
-/// Drops a listener's registration on this shard.
-pub fn remove_listener(id: u64) {
-    shard::with_current_core(|core| core.events.remove(id));
-}
-
 /// Drops a listener's registration on this shard if it still delivers into `sink`.
 pub fn remove_listener_from(id: u64, sink: &Rc<dyn crate::events::EventSink>) {
     shard::with_current_core(|core| core.events.remove_from(id, sink));

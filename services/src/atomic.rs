@@ -40,8 +40,7 @@ impl Service for AtomicService {
     }
 
     fn replica_data(container: &Container, _: &ReplicationEvent) -> Option<Self::ReplicaData> {
-        let data: Vec<_> = container.iter().map(|(k, v)| (k.clone(), *v)).collect();
-        (!data.is_empty()).then_some(data)
+        crate::named_values(container)
     }
 
     /// Replaces the values of the names the data carries; other names are left as they are.
@@ -51,17 +50,8 @@ impl Service for AtomicService {
         }
     }
 
-    fn commit_migration(&mut self, container: &mut Container, e: &MigrationEvent) {
-        if e.endpoint == MigrationEndpoint::Source && e.new_replica.is_none() {
-            container.clear();
-        }
-    }
-
-    fn rollback_migration(&mut self, container: &mut Container, e: &MigrationEvent) {
-        if e.endpoint == MigrationEndpoint::Destination && e.current_replica.is_none() {
-            container.clear();
-        }
-    }
+    // Migration: the SPI's defaults (the source drops what it keeps no replica of, a rolled-back
+    // destination what it received).
 }
 
 /// The distributed AtomicLong proxy: every method is one operation on the partition of its name.

@@ -20,6 +20,14 @@ pub mod logging;
 pub mod map;
 pub mod topic;
 
+/// A container of named `Copy` values (atomics, locks) as replica data: `None` when empty.
+pub(crate) fn named_values<V: Copy>(
+    container: &ahash::AHashMap<String, V>,
+) -> Option<Vec<(String, V)>> {
+    let data: Vec<_> = container.iter().map(|(k, v)| (k.clone(), *v)).collect();
+    (!data.is_empty()).then_some(data)
+}
+
 /// Registering the built-in services.
 pub mod builtin {
     use corecast_engine::MemberBuilder;

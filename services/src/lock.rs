@@ -76,8 +76,7 @@ impl Service for LockService {
     }
 
     fn replica_data(container: &Container, _: &ReplicationEvent) -> Option<Self::ReplicaData> {
-        let data: Vec<_> = container.iter().map(|(k, v)| (k.clone(), *v)).collect();
-        (!data.is_empty()).then_some(data)
+        crate::named_values(container)
     }
 
     fn apply_replica_data(container: &mut Container, data: &Archived<Self::ReplicaData>) {

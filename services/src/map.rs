@@ -412,12 +412,18 @@ fn remove(ctx: &mut OpContext<'_, MapService>, name: &str, key: &[u8]) -> Option
     Some(e)
 }
 
+/// The steps a backup takes for one write: drop what the owner evicted, store the entry.
+fn write_steps(key: &[u8], value: &[u8], w: &Written) -> [Step; 2] {
+    [
+        Step::Remove(w.evicted.clone()),
+        Step::Put(key.to_vec(), value.to_vec(), w.expires_at),
+    ]
+}
+
 fn backup_of_write(name: &str, key: &[u8], value: &[u8], w: &Written) -> Backup {
     Backup::of(&Apply {
         name: name.to_owned(),
-        removes: w.evicted.clone(),
-        puts: vec![(key.to_vec(), value.to_vec(), w.expires_at)],
-        ..Apply::default()
+        steps: write_steps(key, value, w).into(),
     })
 }
 
@@ -529,8 +535,7 @@ impl Operation for Remove {
     fn backup_operation(op: &Archived<Self>, _: &Written) -> Option<Backup> {
         Some(Backup::of(&Apply {
             name: op.name.to_string(),
-            removes: vec![op.key.to_vec()],
-            ..Apply::default()
+            steps: vec![Step::Remove(vec![op.key.to_vec()])],
         }))
     }
 }
@@ -719,18 +724,17 @@ impl Operation for PutAll {
             .collect()
     }
     fn backup_operation(op: &Archived<Self>, ws: &Vec<Written>) -> Option<Backup> {
-        let mut apply = Apply {
+        // In order: a later entry's eviction may remove an earlier one.
+        let steps = op
+            .entries
+            .iter()
+            .zip(ws)
+            .flat_map(|(e, w)| write_steps(&e.0, &e.1, w))
+            .collect();
+        Some(Backup::of(&Apply {
             name: op.name.to_string(),
-            ..Apply::default()
-        };
-        for (e, w) in op.entries.iter().zip(ws) {
-            // In order: a later entry's eviction may remove an earlier one.
-            apply.steps.push(Step::Remove(w.evicted.clone()));
-            apply
-                .steps
-                .push(Step::Put(e.0.to_vec(), e.1.to_vec(), w.expires_at));
-        }
-        Some(Backup::of(&apply))
+            steps,
+        }))
     }
 }
 
@@ -785,8 +789,7 @@ impl Operation for Clear {
     fn backup_operation(op: &Archived<Self>, _: &u64) -> Option<Backup> {
         Some(Backup::of(&Apply {
             name: op.name.to_string(),
-            clear: true,
-            ..Apply::default()
+            steps: vec![Step::Clear],
         }))
     }
 }
@@ -874,8 +877,7 @@ impl Operation for SetTtl {
     fn backup_operation(op: &Archived<Self>, w: &Written) -> Option<Backup> {
         Some(Backup::of(&Apply {
             name: op.name.to_string(),
-            expiries: vec![(op.key.to_vec(), w.expires_at)],
-            ..Apply::default()
+            steps: vec![Step::Expire(op.key.to_vec(), w.expires_at)],
         }))
     }
 }
@@ -908,10 +910,14 @@ impl Operation for Ttl {
 /// One change a backup applies.
 #[derive(Archive, Serialize, Deserialize, Debug)]
 pub enum Step {
+    /// Drop every entry.
+    Clear,
     /// Remove these keys.
     Remove(Vec<Vec<u8>>),
     /// Store key, value, expiry.
     Put(Vec<u8>, Vec<u8>, u64),
+    /// Give an existing key a new expiry.
+    Expire(Vec<u8>, u64),
 }
 
 /// The backup of every map write: the owner's decisions, applied in order. Idempotent.
@@ -919,15 +925,7 @@ pub enum Step {
 pub struct Apply {
     /// The map.
     pub name: String,
-    /// Drop every entry first.
-    pub clear: bool,
-    /// Keys to remove (before `puts`).
-    pub removes: Vec<Vec<u8>>,
-    /// Entries to store, with their expiry.
-    pub puts: Vec<(Vec<u8>, Vec<u8>, u64)>,
-    /// New expiries of existing keys.
-    pub expiries: Vec<(Vec<u8>, u64)>,
-    /// Ordered changes, after the rest.
+    /// The changes, in the order the owner made them.
     pub steps: Vec<Step>,
 }
 
@@ -942,20 +940,14 @@ impl Operation for Apply {
             Some(s) => s,
             None => ctx.container.entry(op.name.to_string()).or_default(),
         };
-        if op.clear {
-            s.clear();
-        }
-        for k in op.removes.iter() {
-            s.remove(k);
-        }
-        for p in op.puts.iter() {
-            s.insert(pack(&p.0, &p.1, p.2.to_native()), Eviction::Lru, now);
-        }
-        for e in op.expiries.iter() {
-            s.set_expiry(&e.0, e.1.to_native());
-        }
         for step in op.steps.iter() {
             match step {
+                ArchivedStep::Clear => {
+                    s.clear();
+                }
+                ArchivedStep::Expire(k, at) => {
+                    s.set_expiry(k, at.to_native());
+                }
                 ArchivedStep::Remove(keys) => {
                     for k in keys.iter() {
                         s.remove(k);
