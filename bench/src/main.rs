@@ -140,6 +140,7 @@ struct Args {
 }
 
 fn main() {
+    corecast_engine::cpu::prefer_avx2_string_functions();
     corecast_services::logging::init(
         "warn",
         std::io::stderr,

@@ -7,6 +7,7 @@
 //! Module map:
 //! - [`partition`]: partition and shard ids, the stable key hash (`partition_of`).
 //! - [`config`]: the member's TOML configuration and its errors.
+//! - [`cpu`]: process-wide CPU tuning at start-up (glibc string functions without AVX-512).
 //! - [`payload`]: the rkyv bounds of operations and responses; encode, access in place, decode.
 //! - [`spi`]: the service provider interface: [`Service`], [`Operation`], containers, backup and
 //!   migration awareness, distributed object proxies.
@@ -34,6 +35,7 @@
 //!   containers, without a member, for services' unit tests.
 
 pub mod config;
+pub mod cpu;
 mod doorbell;
 pub mod events;
 pub mod extension;

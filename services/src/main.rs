@@ -106,6 +106,7 @@ enum ConfigCommand {
 }
 
 fn main() {
+    corecast_engine::cpu::prefer_avx2_string_functions();
     let cli = Cli::parse();
     match cli.command {
         // A member's log is its output; a client's stdout is for results only.
