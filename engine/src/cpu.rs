@@ -75,7 +75,15 @@ mod tests {
         // Already set (by the user, or by the first run): no second exec.
         assert_eq!(tunables(Some(HWCAPS), false, true), None);
         assert_eq!(tunables(Some("glibc.cpu.hwcaps=-AVX2"), false, true), None);
-        assert_eq!(tunables(None, true, true), None, "CORECAST_AVX512 keeps glibc's choice");
-        assert_eq!(tunables(None, false, false), None, "no AVX-512, nothing to avoid");
+        assert_eq!(
+            tunables(None, true, true),
+            None,
+            "CORECAST_AVX512 keeps glibc's choice"
+        );
+        assert_eq!(
+            tunables(None, false, false),
+            None,
+            "no AVX-512, nothing to avoid"
+        );
     }
 }
