@@ -4,6 +4,7 @@
 //! - [`counter`]: the Counter of Hazelcast's SPI tutorial (inc with backup and migration).
 //! - [`map`]: the distributed Map: TTL, eviction, entry listeners, typed access.
 //! - [`topic`]: publish/subscribe topics, ordered per publisher.
+//! - [`resp`]: the Redis protocol (RESP2/RESP3) codec and glob patterns, for the Redis front door.
 //! - [`lock`]: reentrant locks with leases and fencing tokens, released on owner death.
 //! - [`atomic`]: AtomicLong (get, set, add, compare-and-set).
 //! - [`kv`]: a minimal key-value service, for the benchmark until the full Map lands.
@@ -18,6 +19,7 @@ pub mod kv;
 pub mod lock;
 pub mod logging;
 pub mod map;
+pub mod resp;
 pub mod topic;
 
 /// A container of named `Copy` values (atomics, locks) as replica data: `None` when empty.
