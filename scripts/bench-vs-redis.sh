@@ -31,13 +31,7 @@ for n in "$clients" "$value_size" "$keys" "$connections"; do
     [[ "$n" =~ ^[1-9][0-9]*$ ]] || { echo "bench-vs-redis: expected a positive integer, got '$n'" >&2; exit 2; }
 done
 
-if ! command -v redis-server >/dev/null || ! command -v redis-benchmark >/dev/null; then
-    echo "== installing redis-server and redis-benchmark (apt-get)" >&2
-    sudo_cmd=""
-    [ "$(id -u)" = 0 ] || sudo_cmd="sudo"
-    $sudo_cmd apt-get update -qq >&2
-    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq redis-server redis-tools >&2
-fi
+scripts/install-redis.sh
 
 echo "== building corecast (release)" >&2
 cargo build --release -q -p corecast-services --bin corecast -p corecast-bench

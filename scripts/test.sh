@@ -20,6 +20,9 @@ cargo fmt --all -- --check
 step "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 
+step "redis-cli and redis-server for the RESP tests and the comparison (apt-get if absent)"
+scripts/install-redis.sh
+
 step "cargo test"
 cargo test --workspace
 

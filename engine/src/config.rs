@@ -154,6 +154,11 @@ pub struct NetworkConfig {
     pub socket_buffer_kib: u32,
     /// Serve Prometheus metrics over HTTP on this port of the bind host (0: off).
     pub metrics_port: u16,
+    /// Serve the Redis protocol (RESP) on this port of the bind host, shard `i` on
+    /// `resp-port + i` (0: off).
+    pub resp_port: u16,
+    /// The map Redis commands read and write.
+    pub resp_map: String,
 }
 
 impl Default for NetworkConfig {
@@ -170,6 +175,8 @@ impl Default for NetworkConfig {
             max_frame_kib: 16 * 1024,
             socket_buffer_kib: 0,
             metrics_port: 0,
+            resp_port: 0,
+            resp_map: "default".to_owned(),
         }
     }
 }
@@ -577,6 +584,16 @@ impl Config {
             ));
         }
         let n = &self.network;
+        if n.resp_port != 0 && u32::from(n.resp_port) + self.shard_count() - 1 > 65_535 {
+            return Err(invalid(
+                "network.resp-port",
+                &n.resp_port,
+                "resp-port + shards - 1 must be at most 65535",
+            ));
+        }
+        if n.resp_map.trim().is_empty() {
+            return Err(invalid("network.resp-map", &"\"\"", "must not be empty"));
+        }
         if !(10..=60_000).contains(&n.heartbeat_interval_millis) {
             return Err(invalid(
                 "network.heartbeat-interval-millis",

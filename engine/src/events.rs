@@ -206,6 +206,11 @@ impl<'a> Events<'a> {
         self.registrations(name).is_some_and(|r| !r.is_empty())
     }
 
+    /// How many listeners object `name` has (each registration once, wherever it lives).
+    pub fn listeners(&self, name: &str) -> usize {
+        self.registrations(name).map_or(0, |r| r.len())
+    }
+
     /// Publishes an event of object `name` to its listeners: `make(true)` for those that asked
     /// for values, `make(false)` for the others; each is built and archived at most once.
     pub fn publish<E: Payload>(&self, name: &str, make: impl Fn(bool) -> E) {

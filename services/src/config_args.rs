@@ -51,6 +51,9 @@ pub struct ConfigArgs {
     /// `network.metrics-port`: serve Prometheus metrics on this port (0: off).
     #[arg(long)]
     pub metrics_port: Option<u16>,
+    /// `network.resp-port`: serve the Redis protocol, shard `i` on this port + `i` (0: off).
+    #[arg(long)]
+    pub resp_port: Option<u16>,
     /// `network.lite`: join, but hold no partitions.
     #[arg(long)]
     pub lite: bool,
@@ -108,6 +111,7 @@ impl ConfigArgs {
                 "network.metrics-port",
                 self.metrics_port.map(|v| v.to_string()),
             ),
+            ("network.resp-port", self.resp_port.map(|v| v.to_string())),
             (
                 "backups.backup-count",
                 self.backup_count.map(|v| v.to_string()),

@@ -167,8 +167,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 fn member(args: &ConfigArgs) -> anyhow::Result<()> {
     let config = args.load()?;
     let mut signals = Signals::new([SIGINT, SIGTERM]).context("cannot install signal handlers")?;
-    let builder = with_builtin_services(Member::builder(config));
+    let builder = with_builtin_services(Member::builder(config.clone()));
     let member = futures_lite::future::block_on(corecast_net::start_member(builder))?;
+    let resp =
+        futures_lite::future::block_on(corecast_services::resp::start(member.invoker(), &config));
+    if let Err(e) = resp {
+        futures_lite::future::block_on(member.shutdown());
+        return Err(e.into());
+    }
     if let Some(signal) = signals.forever().next() {
         tracing::info!(signal, "shutting down");
     }

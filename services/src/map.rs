@@ -16,6 +16,7 @@
 //! `none`: a full map refuses new keys); the same three keys under `maps.NAME` for one map.
 
 pub mod store;
+pub mod update;
 
 use std::time::Duration;
 
@@ -162,6 +163,7 @@ impl Service for MapService {
             .add::<Entries>()
             .add::<SetTtl>()
             .add::<Ttl>()
+            .add::<update::Update>()
             .add::<Apply>();
     }
 
@@ -1282,6 +1284,78 @@ impl Map {
             ttl_ms: ttl.map_or(0, |d| (d.as_millis().min(u64::MAX as u128) as u64).max(1)),
         };
         Ok(self.0.invoke_key(key, &op).await?.changed)
+    }
+
+    /// Adds `delta` to the decimal integer `key` holds (a missing key counts as 0), keeping its
+    /// expiry, as Redis' INCRBY does: the new value, or `NotAnInteger` / `Overflow` (nothing
+    /// changed).
+    ///
+    /// Errors: the invocation's.
+    pub async fn add_integer(
+        &self,
+        key: &[u8],
+        delta: i64,
+    ) -> Result<update::Updated, InvocationError> {
+        self.update(key, update::Change::Add(delta)).await
+    }
+
+    /// Appends `tail` to `key`'s value (a missing key counts as empty), keeping its expiry: the
+    /// value's new length (`Updated::Length`).
+    ///
+    /// Errors: the invocation's.
+    pub async fn append(
+        &self,
+        key: &[u8],
+        tail: &[u8],
+    ) -> Result<update::Updated, InvocationError> {
+        self.update(key, update::Change::Append(tail.to_vec()))
+            .await
+    }
+
+    /// Redis' SET: stores `value` with `ttl` (`None`: the map's default) if `if_exists` allows
+    /// (`None`: always; `Some(true)`: only over a live value; `Some(false)`: only when there is
+    /// none), in one operation; answers `Updated::Set` with whether it stored and the value before.
+    ///
+    /// Errors: the invocation's.
+    pub async fn set_if(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        ttl: Option<Duration>,
+        if_exists: Option<bool>,
+    ) -> Result<update::Updated, InvocationError> {
+        let change = update::Change::Set(update::SetTo {
+            value: value.to_vec(),
+            ttl_ms: ttl_ms(ttl),
+            if_exists,
+        });
+        self.update(key, change).await
+    }
+
+    /// The live keys of one partition (for cursors that walk the map partition by partition).
+    ///
+    /// Errors: the invocation's; `NoSuchPartition` past the last one.
+    pub async fn keys_in(&self, partition: PartitionId) -> Result<Vec<Vec<u8>>, InvocationError> {
+        let op = Entries {
+            name: self.0.name().to_owned(),
+            keys: true,
+            values: false,
+        };
+        let entries = self.0.invoker().invoke(partition, &op).await?;
+        Ok(entries.into_iter().map(|(k, _)| k).collect())
+    }
+
+    async fn update(
+        &self,
+        key: &[u8],
+        change: update::Change,
+    ) -> Result<update::Updated, InvocationError> {
+        let op = update::Update {
+            name: self.0.name().to_owned(),
+            key: key.to_vec(),
+            change,
+        };
+        Ok(self.0.invoke_key(key, &op).await?.outcome)
     }
 
     /// The time `key` has left: `None` if it has no live value, `Some(None)` if it never

@@ -8,5 +8,9 @@
 //! - [`glob`]: Redis' glob-style pattern matching (`KEYS`, `SCAN … MATCH`, `PSUBSCRIBE`),
 //!   in bounded time for patterns that come from the network.
 
+pub mod commands;
 pub mod glob;
 pub mod proto;
+pub mod server;
+
+pub use server::{start, RespError};

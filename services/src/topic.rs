@@ -63,20 +63,22 @@ pub struct Publish {
 
 impl Operation for Publish {
     type Service = TopicService;
-    type Response = ();
+    /// How many subscriptions the message went to.
+    type Response = u64;
     const ID: OpId = OpId(1);
-    fn run(op: &Archived<Self>, ctx: &mut OpContext<TopicService>) -> Result<(), OpError> {
+    fn run(op: &Archived<Self>, ctx: &mut OpContext<TopicService>) -> Result<u64, OpError> {
         match ctx.container.get_mut(op.name.as_str()) {
             Some(n) => *n += 1,
             None => {
                 ctx.container.insert(op.name.to_string(), 1);
             }
         }
-        ctx.events().publish(&op.name, |_| Message {
+        let events = ctx.events();
+        events.publish(&op.name, |_| Message {
             publisher: op.publisher.to_native(),
             payload: op.payload.to_vec(),
         });
-        Ok(())
+        Ok(events.listeners(&op.name) as u64)
     }
 }
 
@@ -97,6 +99,13 @@ impl Topic {
     ///
     /// Errors: the invocation's.
     pub async fn publish(&self, message: &[u8]) -> Result<(), InvocationError> {
+        self.publish_counted(message).await.map(|_| ())
+    }
+
+    /// Publishes `message` and answers how many subscriptions it went to (Redis' PUBLISH).
+    ///
+    /// Errors: the invocation's.
+    pub async fn publish_counted(&self, message: &[u8]) -> Result<u64, InvocationError> {
         let op = Publish {
             name: self.0.name().to_owned(),
             publisher: self.0.invoker().member().id,

@@ -298,3 +298,103 @@ fn per_map_settings_and_bad_properties() {
     p.insert("ttl", 5);
     assert!(H::with_properties(&p, 5701).is_err());
 }
+
+#[test]
+fn updates_add_to_integers_and_append_keeping_the_expiry_and_backups_follow() {
+    use update::{Change, Update, Updated};
+    let mut owner = harness(&[]);
+    let mut backup = harness(&[]);
+    let run = |owner: &mut H, backup: &mut H, key: &str, change: Change| {
+        let op = Update {
+            name: "m".into(),
+            key: key.into(),
+            change,
+        };
+        owner
+            .run_with_backups(&op, &mut [backup])
+            .expect("update")
+            .outcome
+    };
+    assert_eq!(
+        run(&mut owner, &mut backup, "n", Change::Add(5)),
+        Updated::Integer(5)
+    );
+    assert_eq!(
+        run(&mut owner, &mut backup, "n", Change::Add(-7)),
+        Updated::Integer(-2)
+    );
+    assert_eq!(get(&mut backup, "n"), Some(b"-2".to_vec()));
+    put(&mut owner, "s", "abc", 60_000);
+    put(&mut backup, "s", "abc", 60_000);
+    assert_eq!(
+        run(&mut owner, &mut backup, "s", Change::Add(1)),
+        Updated::NotAnInteger
+    );
+    assert_eq!(
+        get(&mut owner, "s"),
+        Some(b"abc".to_vec()),
+        "nothing changed"
+    );
+    assert_eq!(
+        run(&mut owner, &mut backup, "s", Change::Append(b"de".to_vec())),
+        Updated::Length(5)
+    );
+    assert_eq!(get(&mut backup, "s"), Some(b"abcde".to_vec()));
+    let at = |h: &mut H| {
+        h.run(&Ttl {
+            name: "m".into(),
+            key: b"s".to_vec(),
+        })
+        .expect("ttl")
+    };
+    assert!(
+        at(&mut owner).is_some_and(|t| t > 0),
+        "the append kept the expiry"
+    );
+    put(&mut owner, "big", &i64::MAX.to_string(), 0);
+    assert_eq!(
+        run(&mut owner, &mut backup, "big", Change::Add(1)),
+        Updated::Overflow
+    );
+    assert_eq!(
+        run(
+            &mut owner,
+            &mut backup,
+            "new",
+            Change::Append(b"x".to_vec())
+        ),
+        Updated::Length(1)
+    );
+    // Conditional sets (Redis' SET NX / XX / GET), with their own TTL.
+    let set = |value: &str, if_exists| {
+        Change::Set(update::SetTo {
+            value: value.into(),
+            ttl_ms: 0,
+            if_exists,
+        })
+    };
+    assert_eq!(
+        run(&mut owner, &mut backup, "c", set("1", Some(true))),
+        Updated::Set(false, None),
+        "XX over no key"
+    );
+    assert_eq!(
+        run(&mut owner, &mut backup, "c", set("1", Some(false))),
+        Updated::Set(true, None)
+    );
+    assert_eq!(
+        run(&mut owner, &mut backup, "c", set("2", Some(false))),
+        Updated::Set(false, Some(b"1".to_vec())),
+        "NX over a live key"
+    );
+    assert_eq!(
+        run(&mut owner, &mut backup, "s", set("plain", None)),
+        Updated::Set(true, Some(b"abcde".to_vec()))
+    );
+    assert_eq!(get(&mut backup, "c"), Some(b"1".to_vec()));
+    assert_eq!(
+        at(&mut owner),
+        Some(0),
+        "a set without a TTL clears the expiry"
+    );
+}
