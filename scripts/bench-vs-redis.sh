@@ -10,7 +10,10 @@
 # (io-threads 1); the load generators run on the same machine. redis-benchmark holds `clients`
 # connections with `pipeline` requests each in flight; corecast-bench holds
 # `--corecast-connections` connections (one smart client each) with the same number of
-# operations in flight in all. Installs redis-server and redis-benchmark with apt-get if absent.
+# operations in flight in all. Then the same redis-benchmark, same flags, against a one-shard
+# corecast member's Redis front door (`--resp-port`): SET, GET and INCR on both, the fairest
+# comparison (same client, same connections). Installs redis-server and redis-benchmark with
+# apt-get if absent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -61,15 +64,15 @@ for pipeline in $pipelines; do
     requests=$((seconds * (pipeline > 1 ? 800000 : 150000)))
     echo "== redis-benchmark -c $clients -P $pipeline -d $value_size -r $keys -n $requests" >&2
     redis-benchmark -h 127.0.0.1 -p "$port" -c "$clients" -P "$pipeline" -d "$value_size" \
-        -r "$keys" -n "$requests" -t set,get --csv -q > "$out/redis.csv"
+        -r "$keys" -n "$requests" -t set,get,incr --csv -q > "$out/redis.csv"
     redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true
-    python3 - "$out/redis.csv" "$pipeline" "$clients" >> "$rows" <<'PY'
+    python3 - "$out/redis.csv" "$pipeline" "$clients" redis >> "$rows" <<'PY'
 import csv, sys
-path, pipeline, clients = sys.argv[1], sys.argv[2], sys.argv[3]
+path, pipeline, clients, system = sys.argv[1:5]
 for r in csv.DictReader(open(path)):
-    op = {"SET": "SET", "GET": "GET"}.get(r["test"])
+    op = {"SET": "SET", "GET": "GET", "INCR": "INCR"}.get(r["test"])
     if op:
-        print("\t".join([op, pipeline, "redis", f"{clients} conn x {pipeline}",
+        print("\t".join([op, pipeline, system, f"{clients} conn x {pipeline}",
                          str(float(r["rps"])), str(float(r["p50_latency_ms"]) * 1000),
                          str(float(r["p99_latency_ms"]) * 1000)]))
 PY
@@ -88,6 +91,28 @@ PY
         --duration "$seconds" --warmup 1 --no-baseline --output "$out/corecast" \
         --set io-memory-kib=256 > "$out/corecast.txt"
     kill "${pids[-1]}" 2>/dev/null || true
+
+    # corecast's Redis front door, driven by the same redis-benchmark with the same flags.
+    base=$(free_port)
+    resp=$(free_port)
+    target/release/corecast member --bind "127.0.0.1:$base" --shards 1 --backup-count 0 \
+        --resp-port "$resp" > "$out/resp-member.log" 2>&1 &
+    pids+=($!)
+    for _ in $(seq 1 100); do grep -q "serving the Redis protocol" "$out/resp-member.log" && break; sleep 0.1; done
+    echo "== redis-benchmark against corecast's RESP port: -c $clients -P $pipeline" >&2
+    redis-benchmark -h 127.0.0.1 -p "$resp" -c "$clients" -P "$pipeline" -d "$value_size" \
+        -r "$keys" -n "$requests" -t set,get,incr --csv -q 2>/dev/null > "$out/resp.csv"
+    kill "${pids[-1]}" 2>/dev/null || true
+    python3 - "$out/resp.csv" "$pipeline" "$clients" corecast-resp >> "$rows" <<'PY'
+import csv, sys
+path, pipeline, clients, system = sys.argv[1:5]
+for r in csv.DictReader(open(path)):
+    op = {"SET": "SET", "GET": "GET", "INCR": "INCR"}.get(r["test"])
+    if op:
+        print("\t".join([op, pipeline, system, f"{clients} conn x {pipeline}",
+                         str(float(r["rps"])), str(float(r["p50_latency_ms"]) * 1000),
+                         str(float(r["p99_latency_ms"]) * 1000)]))
+PY
     python3 - "$out/corecast/summary.json" "$pipeline" "$connections" "$callers" >> "$rows" <<'PY'
 import json, sys
 path, pipeline, conns, callers = sys.argv[1:5]
@@ -104,23 +129,25 @@ done
 cores=$(nproc)
 echo
 echo "corecast vs redis on $cores cores: corecast member 1 shard, redis-server $redis_version (1 thread);"
-echo "$clients clients, values $value_size B, $keys keys, ~$seconds s per run, load generators on the same machine"
+echo "$clients clients, values $value_size B, $keys keys, ~$seconds s per run, load generators on the same machine;"
+echo "corecast: corecast-bench through the smart client; corecast-resp: redis-benchmark on corecast's RESP port"
 python3 - "$rows" <<'PY'
 import sys
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
-fmt = "{:<4} {:>8} {:<9} {:<16} {:>12} {:>10} {:>10}"
+fmt = "{:<4} {:>8} {:<13} {:<16} {:>12} {:>10} {:>10}"
 print(fmt.format("op", "pipeline", "system", "in flight", "ops/s", "p50 us", "p99 us"))
-for op in ("SET", "GET"):
+ratio = lambda a, b: f"{float(a) / max(float(b), 1e-9):.2f}x"
+for op in ("SET", "GET", "INCR"):
     for pipeline in dict.fromkeys(r[1] for r in rows):
         pair = {r[2]: r for r in rows if r[0] == op and r[1] == pipeline}
-        for system in ("redis", "corecast"):
+        for system in ("redis", "corecast", "corecast-resp"):
             r = pair.get(system)
             if r:
                 print(fmt.format(op, pipeline, system, r[3], f"{float(r[4]):,.0f}",
                                  f"{float(r[5]):.1f}", f"{float(r[6]):.1f}"))
-        if "redis" in pair and "corecast" in pair:
-            rd, cc = pair["redis"], pair["corecast"]
-            ratio = lambda a, b: f"{float(a) / max(float(b), 1e-9):.2f}x"
-            print(fmt.format("", "", "ratio", "corecast/redis", ratio(cc[4], rd[4]),
-                             ratio(cc[5], rd[5]), ratio(cc[6], rd[6])))
+        for system in ("corecast", "corecast-resp"):
+            if "redis" in pair and system in pair:
+                rd, cc = pair["redis"], pair[system]
+                print(fmt.format("", "", "ratio", f"{system}/redis", ratio(cc[4], rd[4]),
+                                 ratio(cc[5], rd[5]), ratio(cc[6], rd[6])))
 PY
