@@ -239,8 +239,10 @@ pub async fn run(
     out: &mut Vec<u8>,
 ) -> Flow {
     let raw_name = cmd.arg(buf, 0);
-    let name = String::from_utf8_lossy(raw_name).to_ascii_lowercase();
-    let Some(&(name, arity, _)) = COMMANDS.iter().find(|(n, _, _)| *n == name) else {
+    let Some(&(name, arity, _)) = COMMANDS
+        .iter()
+        .find(|(n, _, _)| proto::eq_ignore_case(raw_name, n))
+    else {
         let shown: String = String::from_utf8_lossy(raw_name)
             .chars()
             .take(128)
