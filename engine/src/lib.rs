@@ -7,6 +7,7 @@
 //! Module map:
 //! - [`partition`]: partition and shard ids, the stable key hash (`partition_of`).
 //! - [`config`]: the member's TOML configuration and its errors.
+//! - [`fuzz`]: fuzz target bodies (the config parser), replayed over `fuzz/corpus` by a test.
 //! - [`cpu`]: process-wide CPU tuning at start-up (glibc string functions without AVX-512).
 //! - [`payload`]: the rkyv bounds of operations and responses; encode, access in place, decode.
 //! - [`spi`]: the service provider interface: [`Service`], [`Operation`], containers, backup and
@@ -39,6 +40,7 @@ pub mod cpu;
 mod doorbell;
 pub mod events;
 pub mod extension;
+pub mod fuzz;
 pub mod invocation;
 pub mod member;
 mod memlock;

@@ -3,6 +3,7 @@
 //! Module map:
 //! - [`frame`]: the frame codec (fixed little-endian header + aligned rkyv payload, bounded) and
 //!   the receive buffer.
+//! - [`fuzz`]: fuzz target bodies (frames off a socket), replayed over `fuzz/corpus` by a test.
 //! - [`wire`]: control messages, response statuses, errors on the wire.
 //! - [`membership`]: join, member list, master, failure detection and the partition table, as a
 //!   sans-IO state machine.
@@ -17,6 +18,7 @@
 pub mod cluster;
 pub mod conn;
 pub mod frame;
+pub mod fuzz;
 pub mod membership;
 pub mod metrics;
 pub mod node;
