@@ -193,6 +193,8 @@ mod messages {
             id: u64,
             /// The sender's member list version.
             list_version: u64,
+            /// The sender's partition table version.
+            table_version: u64,
         },
         /// A client asks for the member list and table now and after every change.
         Subscribe,
