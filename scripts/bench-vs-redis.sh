@@ -48,6 +48,20 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$out"; }
 trap cleanup EXIT
 
+# redis-benchmark's CSV as table rows: op, pipeline, system, in flight, ops/s, p50 and p99 (µs).
+benchmark_rows() {
+    python3 - "$@" <<'PY'
+import csv, sys
+path, pipeline, clients, system = sys.argv[1:5]
+for r in csv.DictReader(open(path)):
+    op = {"SET": "SET", "GET": "GET", "INCR": "INCR"}.get(r["test"])
+    if op:
+        print("\t".join([op, pipeline, system, f"{clients} conn x {pipeline}",
+                         str(float(r["rps"])), str(float(r["p50_latency_ms"]) * 1000),
+                         str(float(r["p99_latency_ms"]) * 1000)]))
+PY
+}
+
 rows="$out/rows.tsv"
 : > "$rows"
 redis_version=$(redis-server --version | sed -E 's/.*v=([^ ]+).*/\1/')
@@ -66,16 +80,7 @@ for pipeline in $pipelines; do
     redis-benchmark -h 127.0.0.1 -p "$port" -c "$clients" -P "$pipeline" -d "$value_size" \
         -r "$keys" -n "$requests" -t set,get,incr --csv -q > "$out/redis.csv"
     redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true
-    python3 - "$out/redis.csv" "$pipeline" "$clients" redis >> "$rows" <<'PY'
-import csv, sys
-path, pipeline, clients, system = sys.argv[1:5]
-for r in csv.DictReader(open(path)):
-    op = {"SET": "SET", "GET": "GET", "INCR": "INCR"}.get(r["test"])
-    if op:
-        print("\t".join([op, pipeline, system, f"{clients} conn x {pipeline}",
-                         str(float(r["rps"])), str(float(r["p50_latency_ms"]) * 1000),
-                         str(float(r["p99_latency_ms"]) * 1000)]))
-PY
+    benchmark_rows "$out/redis.csv" "$pipeline" "$clients" redis >> "$rows"
 
     # corecast: a one-shard member, backup-count 0 (redis keeps no replica either).
     base=$(free_port)
@@ -103,16 +108,7 @@ PY
     redis-benchmark -h 127.0.0.1 -p "$resp" -c "$clients" -P "$pipeline" -d "$value_size" \
         -r "$keys" -n "$requests" -t set,get,incr --csv -q 2>/dev/null > "$out/resp.csv"
     kill "${pids[-1]}" 2>/dev/null || true
-    python3 - "$out/resp.csv" "$pipeline" "$clients" corecast-resp >> "$rows" <<'PY'
-import csv, sys
-path, pipeline, clients, system = sys.argv[1:5]
-for r in csv.DictReader(open(path)):
-    op = {"SET": "SET", "GET": "GET", "INCR": "INCR"}.get(r["test"])
-    if op:
-        print("\t".join([op, pipeline, system, f"{clients} conn x {pipeline}",
-                         str(float(r["rps"])), str(float(r["p50_latency_ms"]) * 1000),
-                         str(float(r["p99_latency_ms"]) * 1000)]))
-PY
+    benchmark_rows "$out/resp.csv" "$pipeline" "$clients" corecast-resp >> "$rows"
     python3 - "$out/corecast/summary.json" "$pipeline" "$connections" "$callers" >> "$rows" <<'PY'
 import json, sys
 path, pipeline, conns, callers = sys.argv[1:5]

@@ -215,6 +215,20 @@ fn failed(out: &mut Vec<u8>, e: &InvocationError) -> Flow {
     err(out, &format!("ERR {e}"))
 }
 
+/// A value as a bulk string, a missing one as the version's null.
+fn value_or_null(
+    out: &mut Vec<u8>,
+    session: &Session,
+    value: Result<Option<Vec<u8>>, InvocationError>,
+) -> Flow {
+    match value {
+        Ok(Some(v)) => proto::bulk(out, &v),
+        Ok(None) => proto::null(out, session.version),
+        Err(e) => return failed(out, &e),
+    }
+    Flow::Continue
+}
+
 fn ok(out: &mut Vec<u8>) -> Flow {
     proto::simple(out, "OK");
     Flow::Continue
@@ -276,36 +290,23 @@ pub async fn run(
     let arg = |i: usize| cmd.arg(buf, i);
     let map = &door.map;
     match name {
-        "get" => match map.get(arg(1)).await {
-            Ok(Some(v)) => proto::bulk(out, &v),
-            Ok(None) => proto::null(out, session.version),
-            Err(e) => return failed(out, &e),
-        },
+        "get" => return value_or_null(out, session, map.get(arg(1)).await),
         "set" => return set(map, session, cmd, buf, out).await,
-        "getdel" => match map.remove(arg(1)).await {
-            Ok(Some(v)) => proto::bulk(out, &v),
-            Ok(None) => proto::null(out, session.version),
-            Err(e) => return failed(out, &e),
-        },
-        "del" => {
-            let mut deleted = 0;
+        "getdel" => return value_or_null(out, session, map.remove(arg(1)).await),
+        "del" | "exists" => {
+            let mut n = 0;
             for key in cmd.args(buf).skip(1) {
-                match map.delete(key).await {
-                    Ok(d) => deleted += i64::from(d),
+                let hit = if name == "del" {
+                    map.delete(key).await
+                } else {
+                    map.contains_key(key).await
+                };
+                match hit {
+                    Ok(hit) => n += i64::from(hit),
                     Err(e) => return failed(out, &e),
                 }
             }
-            proto::integer(out, deleted);
-        }
-        "exists" => {
-            let mut found = 0;
-            for key in cmd.args(buf).skip(1) {
-                match map.contains_key(key).await {
-                    Ok(f) => found += i64::from(f),
-                    Err(e) => return failed(out, &e),
-                }
-            }
-            proto::integer(out, found);
+            proto::integer(out, n);
         }
         "incr" | "decr" | "incrby" | "decrby" => {
             let delta = match name {
