@@ -987,19 +987,14 @@ mod tests {
             let Some(f) = self.faults.as_mut() else {
                 return;
             };
-            let mut due = Vec::new();
-            let mut i = 0;
-            while i < f.delayed.len() {
-                if f.delayed[i].0 <= now {
-                    let j = f.rng.below(f.delayed.len() as u64) as usize;
-                    f.delayed.swap(i, j.max(i));
-                    let (_, to, msg) = f.delayed.swap_remove(i);
-                    due.push((to, msg));
-                } else {
-                    i += 1;
-                }
+            let (mut due, later): (Vec<_>, Vec<_>) =
+                f.delayed.drain(..).partition(|(at, _, _)| *at <= now);
+            f.delayed = later;
+            for i in (1..due.len()).rev() {
+                let j = f.rng.below(i as u64 + 1) as usize;
+                due.swap(i, j);
             }
-            for (to, msg) in due {
+            for (_, to, msg) in due {
                 if let Some(j) = self.index_of(to).filter(|&j| self.nodes[j].1) {
                     self.nodes[j].0.receive(msg, now);
                 }

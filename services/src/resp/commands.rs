@@ -554,6 +554,7 @@ async fn scan(door: &Door, cmd: &Command, buf: &[u8], out: &mut Vec<u8>) -> Flow
         return err(out, "ERR invalid cursor");
     };
     let mut pattern: Option<&[u8]> = None;
+    let mut strings = true;
     let mut count = 10usize;
     let mut i = 2;
     while i < cmd.len() {
@@ -571,9 +572,7 @@ async fn scan(door: &Door, cmd: &Command, buf: &[u8], out: &mut Vec<u8>) -> Flow
             }
         } else if proto::eq_ignore_case(option, "type") {
             // Every key is a string here.
-            if !proto::eq_ignore_case(value, "string") {
-                pattern = Some(b"\0no key matches\0");
-            }
+            strings = proto::eq_ignore_case(value, "string");
         } else {
             return err(out, "ERR syntax error");
         }
@@ -587,7 +586,7 @@ async fn scan(door: &Door, cmd: &Command, buf: &[u8], out: &mut Vec<u8>) -> Flow
             Ok(found) => keys.extend(
                 found
                     .into_iter()
-                    .filter(|k| pattern.is_none_or(|p| glob::matches(p, k, false))),
+                    .filter(|k| strings && pattern.is_none_or(|p| glob::matches(p, k, false))),
             ),
             Err(e) => return failed(out, &e),
         }
