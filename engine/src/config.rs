@@ -152,6 +152,14 @@ pub struct NetworkConfig {
     pub max_frame_kib: u32,
     /// TCP send and receive buffer sizes (0 keeps the system's default).
     pub socket_buffer_kib: u32,
+    /// Bytes queued for writing on one connection past which the member stops reading that
+    /// connection's requests (TCP then holds the peer back) and a caller waits before sending
+    /// more on it.
+    pub max_queued_kib: u32,
+    /// Requests on one inbound connection whose answers may wait for sync backup acks at once;
+    /// past it, requests are refused as overloaded (a caller backs off and retries until its
+    /// invocation timeout).
+    pub max_pending_acks: u32,
     /// Serve Prometheus metrics over HTTP on this port of the bind host (0: off).
     pub metrics_port: u16,
     /// Serve the Redis protocol (RESP) on this port of the bind host, shard `i` on
@@ -174,6 +182,8 @@ impl Default for NetworkConfig {
             invocation_timeout_millis: 10_000,
             max_frame_kib: 16 * 1024,
             socket_buffer_kib: 0,
+            max_queued_kib: 1024,
+            max_pending_acks: 1024,
             metrics_port: 0,
             resp_port: 0,
             resp_map: "default".to_owned(),
@@ -205,6 +215,11 @@ impl NetworkConfig {
     /// The largest frame payload, in bytes.
     pub fn max_frame_bytes(&self) -> usize {
         self.max_frame_kib as usize * 1024
+    }
+
+    /// Bytes queued on one connection past which its requests wait, in bytes.
+    pub fn max_queued_bytes(&self) -> usize {
+        self.max_queued_kib as usize * 1024
     }
 }
 
@@ -627,6 +642,22 @@ impl Config {
                 "network.max-frame-kib",
                 &n.max_frame_kib,
                 "must be 1..=1048576",
+            ));
+        }
+        // Below the 64 MiB at which a connection that does not read is closed, with room for
+        // what is queued without waiting (events, answers that waited for backup acks).
+        if !(1..=32 * 1024).contains(&n.max_queued_kib) {
+            return Err(invalid(
+                "network.max-queued-kib",
+                &n.max_queued_kib,
+                "must be 1..=32768",
+            ));
+        }
+        if !(1..=1_000_000).contains(&n.max_pending_acks) {
+            return Err(invalid(
+                "network.max-pending-acks",
+                &n.max_pending_acks,
+                "must be 1..=1000000",
             ));
         }
         if n.bind.port() == 0 {

@@ -27,8 +27,10 @@ pub type RemoteAnswer = Pin<Box<dyn Future<Output = Result<Bytes, OpError>>>>;
 /// The answers of [`Router::forward_many`]: per partition, its response or error.
 pub type ManyAnswers = Pin<Box<dyn Future<Output = Vec<(PartitionId, Result<Bytes, OpError>)>>>>;
 
-/// Resolves when every live sync backup acknowledged a write (or the ack timeout passed).
-pub type Acks = Pin<Box<dyn Future<Output = ()>>>;
+/// Resolves when every live sync backup acknowledged a write (or the ack timeout passed);
+/// `Err` when a backup refused it because it knows a newer partition table in which this member
+/// no longer owns the partition (a deposed owner: the write must not be answered as done).
+pub type Acks = Pin<Box<dyn Future<Output = Result<(), OpError>>>>;
 
 /// Decides, on one shard, where each of its partitions' operations run.
 pub trait Router {

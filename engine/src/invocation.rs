@@ -274,10 +274,19 @@ impl Invoker {
                     Some(Ok((out, replication))) => {
                         let acks = replication
                             .and_then(|r| router.as_ref().and_then(|router| router.replicate(r)));
-                        if let Some(acks) = acks {
-                            acks.await;
+                        match (acks, router) {
+                            (None, _) => Ok(out),
+                            (Some(acks), router) => match (acks.await, router) {
+                                (Ok(()), _) => Ok(out),
+                                // A backup deposed this member as owner (it holds a newer
+                                // table): the write counts for nothing here; the router
+                                // waits for that table and sends it to the new owner.
+                                (Err(_), Some(router)) => {
+                                    router.forward(partition, service, op, payload).await
+                                }
+                                (Err(e), None) => Err(e),
+                            },
                         }
-                        Ok(out)
                     }
                     Some(Err(e)) => Err(e),
                     None => {

@@ -793,8 +793,10 @@ fn answer_after(reply: Reply, answer: Answer, acks: Option<Acks>) {
         None => reply.send(answer),
         Some(acks) => {
             glommio::spawn_local(async move {
-                acks.await;
-                reply.send(answer);
+                match acks.await {
+                    Ok(()) => reply.send(answer),
+                    Err(e) => reply.send(Err(e)),
+                }
             })
             .detach();
         }
@@ -1110,8 +1112,10 @@ fn all_partitions(
                 match acks {
                     None => replies.push((p, answer)),
                     Some(acks) => waits.push(Box::pin(async move {
-                        acks.await;
-                        (p, answer)
+                        match acks.await {
+                            Ok(()) => (p, answer),
+                            Err(e) => (p, Err(e)),
+                        }
                     })),
                 }
             }
@@ -1153,8 +1157,10 @@ fn many(
                 match acks {
                     None => replies.push((p, answer)),
                     Some(acks) => waits.push(Box::pin(async move {
-                        acks.await;
-                        (p, answer)
+                        match acks.await {
+                            Ok(()) => (p, answer),
+                            Err(e) => (p, Err(e)),
+                        }
                     })),
                 }
             }

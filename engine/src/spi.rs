@@ -274,6 +274,17 @@ pub enum OpError {
         /// The partition the operation named.
         partition: PartitionId,
     },
+    /// The owner has as much in hand on the caller's connection as it takes
+    /// (`network.max-pending-acks` requests waiting for their backups' acks): the caller backs
+    /// off and retries, and meets this as the reason of its `Timeout` if the owner stays
+    /// overloaded for the whole invocation timeout.
+    #[error("{partition}: the owner is overloaded ({pending} requests on the connection wait for backup acks)")]
+    Overloaded {
+        /// The partition the operation named.
+        partition: PartitionId,
+        /// The requests that were waiting for acks on the caller's connection.
+        pending: u32,
+    },
     /// The operation cannot be sent: this member or client is not part of a cluster yet, or is
     /// leaving it.
     #[error("{partition} is unavailable: {reason}")]

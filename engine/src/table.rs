@@ -137,6 +137,15 @@ impl PartitionTable {
         counts
     }
 
+    /// Whether every member the table names is one of `members`.
+    pub fn names_only(&self, members: &[MemberId]) -> bool {
+        self.rows
+            .iter()
+            .flatten()
+            .flatten()
+            .all(|m| members.contains(m))
+    }
+
     /// Every slot a member can hold is held by one of `data_members`, and no member holds two
     /// replicas of a partition.
     pub fn is_complete(&self, data_members: &[MemberId]) -> bool {

@@ -137,6 +137,17 @@ fn out_of_range_values_are_invalid_with_key_and_value() {
             "migration.chunk-kib",
             "2048",
         ),
+        ("[network]\nmax-queued-kib = 0", "network.max-queued-kib", "0"),
+        (
+            "[network]\nmax-queued-kib = 40000",
+            "network.max-queued-kib",
+            "40000",
+        ),
+        (
+            "[network]\nmax-pending-acks = 0",
+            "network.max-pending-acks",
+            "0",
+        ),
         ("[migration]\nwindow = 0", "migration.window", "0"),
         ("[migration]\ntimeout-millis = 0", "migration.timeout-millis", "0"),
     ] {

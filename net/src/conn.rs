@@ -138,31 +138,85 @@ impl<T> Slot<T> {
 /// once by [`Writer::flush`] (one non-blocking `send` of everything queued, when the writer task
 /// has nothing in flight): a member answering a batch of requests flushes at the batch's end
 /// instead of waking the writer task.
+///
+/// Bounded in two steps. Past `room` bytes queued ([`Writer::has_room`] false), the tasks that
+/// produce frames on demand wait in [`Writer::room`]: a connection's reader stops reading
+/// requests, so TCP holds the peer back, and a caller waits before sending. Frames nobody can
+/// hold back (events, backups, answers that waited for acks) still queue, up to
+/// [`MAX_QUEUED`]: a peer that far behind is a slow consumer and its connection is closed.
 pub struct Writer {
     buf: RefCell<AlignedVec>,
     notify: Notify,
     closed: Cell<bool>,
     max_payload: usize,
+    /// Queued bytes past which producers wait (`network.max-queued-kib`).
+    room: usize,
     /// A second handle of the socket for direct sends; `None` until [`Writer::run`] starts.
     direct: RefCell<Option<socket2::Socket>>,
     /// The writer task has bytes in flight: pushes queue behind them.
     writing: Cell<bool>,
+    /// Bytes of the write in flight (taken from `buf`, not yet all written).
+    in_flight: Cell<usize>,
+    /// Tasks waiting in [`Writer::room`].
+    waiting: RefCell<Vec<Waker>>,
 }
 
 /// A writer that has fallen this far behind is a slow consumer: its connection is closed.
-const MAX_QUEUED: usize = 64 << 20;
+pub const MAX_QUEUED: usize = 64 << 20;
+
+/// The writer task's buffer is given back to the allocator after a write larger than this, so a
+/// connection that once had a burst queued (a partition's snapshot, a flood it was slow to
+/// read) does not keep its peak for life.
+const KEEP_BUFFER: usize = 1 << 20;
 
 impl Writer {
-    /// A writer for frames of at most `max_payload` payload bytes.
-    pub fn new(max_payload: usize) -> Rc<Self> {
+    /// A writer for frames of at most `max_payload` payload bytes, whose producers wait while
+    /// `room` bytes or more are queued.
+    pub fn new(max_payload: usize, room: usize) -> Rc<Self> {
         Rc::new(Self {
             buf: RefCell::new(AlignedVec::new()),
             notify: Notify::default(),
             closed: Cell::new(false),
             max_payload,
+            room,
             direct: RefCell::new(None),
             writing: Cell::new(false),
+            in_flight: Cell::new(0),
+            waiting: RefCell::new(Vec::new()),
         })
+    }
+
+    /// Whether fewer than the bound's bytes are queued (or the writer closed: nothing waits on
+    /// a closed connection).
+    pub fn has_room(&self) -> bool {
+        self.closed.get() || self.queued() < self.room
+    }
+
+    /// Waits until [`Writer::has_room`]: the peer read enough of what is queued, or the
+    /// connection closed.
+    pub async fn room(&self) {
+        poll_fn(|cx| {
+            if self.has_room() {
+                return Poll::Ready(());
+            }
+            let mut waiting = self.waiting.borrow_mut();
+            if !waiting.iter().any(|w| w.will_wake(cx.waker())) {
+                waiting.push(cx.waker().clone());
+            }
+            Poll::Pending
+        })
+        .await;
+    }
+
+    /// Wakes the tasks waiting for room once there is some.
+    fn drained(&self) {
+        if !self.has_room() {
+            return;
+        }
+        let waiting = std::mem::take(&mut *self.waiting.borrow_mut());
+        for w in waiting {
+            w.wake();
+        }
     }
 
     /// Queues one frame.
@@ -175,10 +229,10 @@ impl Writer {
         }
         let mut buf = self.buf.borrow_mut();
         frame::encode(&mut buf, header, payload, self.max_payload)?;
-        if buf.len() > MAX_QUEUED {
+        if buf.len() + self.in_flight.get() > MAX_QUEUED {
             drop(buf);
             tracing::warn!("peer is not reading; closing the connection");
-            self.close();
+            self.abort();
         }
         self.notify.notify();
         Ok(())
@@ -206,8 +260,10 @@ impl Writer {
                 buf.extend_from_slice(&rest);
             }
             // Full, or failed: the writer task writes it (and meets the error, if any).
-            Err(_) => {}
+            Err(_) => return,
         }
+        drop(buf);
+        self.drained();
     }
 
     /// Queues a control message.
@@ -222,10 +278,22 @@ impl Writer {
         }
     }
 
-    /// Stops writing; the writer task ends.
+    /// Stops writing; the writer task ends once its write in flight, if any, is done.
     pub fn close(&self) {
         self.closed.set(true);
         self.notify.notify();
+        self.drained();
+    }
+
+    /// Closes at once: drops what is queued and shuts the socket down, which also fails a
+    /// write in flight to a peer that does not read (else the writer task, its buffer and the
+    /// socket would wait on that peer for ever).
+    fn abort(&self) {
+        *self.buf.borrow_mut() = AlignedVec::new();
+        if let Some(sock) = self.direct.borrow().as_ref() {
+            let _ = sock.shutdown(std::net::Shutdown::Both);
+        }
+        self.close();
     }
 
     /// Whether the connection closed.
@@ -233,9 +301,9 @@ impl Writer {
         self.closed.get()
     }
 
-    /// Bytes queued and not yet handed to the socket.
+    /// Bytes queued and not yet handed to the socket, the write in flight included.
     pub fn queued(&self) -> usize {
-        self.buf.borrow().len()
+        self.buf.borrow().len() + self.in_flight.get()
     }
 
     /// Writes queued frames until closed or a write fails.
@@ -255,14 +323,21 @@ impl Writer {
                 continue;
             }
             self.writing.set(true);
+            self.in_flight.set(out.len());
             let written = stream.write_all(&out).await;
             self.writing.set(false);
+            self.in_flight.set(0);
             if let Err(e) = written {
                 tracing::debug!(error = %e, "write failed; closing the connection");
-                self.closed.set(true);
+                self.close();
                 break;
             }
-            out.clear();
+            if out.capacity() > KEEP_BUFFER {
+                out = AlignedVec::new();
+            } else {
+                out.clear();
+            }
+            self.drained();
         }
         // Direct sends end with the writer.
         self.direct.borrow_mut().take();
@@ -412,17 +487,19 @@ pub struct Outbound {
 
 impl Outbound {
     /// Wraps a connected, welcomed stream: spawns its writer and reader tasks on this shard.
-    /// `on_control` gets control frames the peer sends on it.
+    /// `on_control` gets control frames the peer sends on it. [`Outbound::call`] waits while
+    /// `room` bytes or more are queued.
     pub fn start(
         stream: TcpStream,
         rb: ReadBuf,
         addr: SocketAddr,
         max_payload: usize,
+        room: usize,
         on_control: impl Fn(Control) + 'static,
         on_event: impl Fn(&Header, &[u8]) + 'static,
     ) -> Result<Rc<Outbound>, ConnError> {
         let (reader, writer_stream) = crate::sys::split(stream).map_err(|e| io_error(addr, &e))?;
-        let writer = Writer::new(max_payload);
+        let writer = Writer::new(max_payload, room);
         glommio::spawn_local(writer.clone().run(writer_stream)).detach();
         let conn = Rc::new(Outbound {
             addr,
@@ -493,10 +570,13 @@ impl Outbound {
     }
 
     /// Sends a request and waits for its response. The header's correlation id must be unique
-    /// among this connection's calls in flight (callers number their calls).
+    /// among this connection's calls in flight (callers number their calls). While the
+    /// connection has its bound of bytes queued (the peer reads no faster), it waits before
+    /// queueing the request: callers offering more than the peer takes are held back here.
     ///
     /// Errors: `Lost` if the connection closes first, `Frame` for a payload over the bound.
     pub async fn call(&self, header: Header, payload: &[u8]) -> Response {
+        self.writer.room().await;
         match self.start_call(header, payload) {
             Ok(slot) => slot.take().await,
             Err(e) => Err(e),

@@ -80,6 +80,12 @@ pub struct Membership {
     table: PartitionTable,
     last_heard: BTreeMap<MemberId, Instant>,
     last_heartbeat: Option<Instant>,
+    /// The last tick: a gap of half the member timeout means this member stalled.
+    last_tick: Option<Instant>,
+    /// Joining again after the cluster removed it: a cluster exists, so it keeps asking rather
+    /// than forming one of its own, until it has heard nothing for a whole member timeout
+    /// beyond the join timeout (then the others are presumed gone).
+    rejoining: bool,
     out: Vec<Action>,
     /// As master: the target table and the migrations in flight.
     planner: Planner,
@@ -121,6 +127,8 @@ impl Membership {
             table: PartitionTable::empty(partitions, replica_slots),
             last_heard: BTreeMap::new(),
             last_heartbeat: None,
+            last_tick: None,
+            rejoining: false,
             out: Vec::new(),
             planner: Planner::new(),
             leaving: BTreeSet::new(),
@@ -190,12 +198,29 @@ impl Membership {
 
     /// The clock moved: resend join requests, send heartbeats, detect failures, take over.
     pub fn tick(&mut self, now: Instant) {
+        if let Some(last) = self.last_tick {
+            let gap = now.saturating_duration_since(last);
+            if gap > self.timing.member_timeout / 2 {
+                // This member was paused (SIGSTOP, a VM freeze) or starved: the others' silence
+                // is its own. Judging them now would remove a healthy cluster from under it, so
+                // everyone gets a fresh timeout; a master that removed it meanwhile answers its
+                // next heartbeat with the list, and it rejoins.
+                tracing::warn!(
+                    millis = gap.as_millis() as u64,
+                    "this member stalled; giving every member a fresh timeout"
+                );
+                for heard in self.last_heard.values_mut() {
+                    *heard = now;
+                }
+            }
+        }
+        self.last_tick = Some(now);
         match self.state {
             State::Joining { since, last_sent } => {
                 let due = last_sent.is_none_or(|t| now.duration_since(t) >= self.timing.heartbeat);
                 if self.seeds.is_empty() {
                     self.become_master(now);
-                } else if now.duration_since(since) >= self.timing.join_timeout
+                } else if now.duration_since(since) >= self.join_patience()
                     && self.joining_peers.iter().all(|peer| *peer > self.me.addr)
                 {
                     // No master answered; of the members looking for one, the lowest address
@@ -223,6 +248,7 @@ impl Membership {
                     self.last_heartbeat = Some(now);
                     let beat = Control::Heartbeat {
                         id: self.me.id.0,
+                        addr: self.me.addr.to_string(),
                         list_version: self.version,
                         table_version: self.table.version,
                     };
@@ -291,11 +317,22 @@ impl Membership {
             } => self.on_migration_ready(id, PartitionId(partition), ok, &reason, now),
             Control::Heartbeat {
                 id,
+                addr,
                 list_version,
                 table_version,
             } => {
                 let id = MemberId(id);
-                if let Some(member) = self.members.iter().find(|m| m.id == id) {
+                let known = self.members.iter().find(|m| m.id == id);
+                if known.is_none() && self.is_master() && matches!(self.state, State::Joined) {
+                    // A member this cluster removed (it was paused, or cut off, past the
+                    // timeout) still thinks it belongs: the list without it tells it to rejoin.
+                    if let Ok(addr) = addr.parse::<SocketAddr>() {
+                        if addr != self.me.addr {
+                            self.out.push(Action::Send(addr, self.list_message()));
+                        }
+                    }
+                }
+                if let Some(member) = known {
                     self.last_heard.insert(id, now);
                     if self.is_master()
                         && (list_version < self.version || table_version < self.table.version)
@@ -629,6 +666,7 @@ impl Membership {
                 );
                 self.seeds.extend(members.iter().map(|m| m.addr));
                 self.seeds.remove(&self.me.addr);
+                self.rejoining = true;
                 self.state = State::Joining {
                     since: now,
                     last_sent: None,
@@ -657,6 +695,7 @@ impl Membership {
         }
         if joining {
             self.state = State::Joined;
+            self.rejoining = false;
             self.last_heartbeat = None;
             if let Some(master) = self.master().cloned() {
                 self.out.push(Action::Joined { master });
@@ -675,6 +714,15 @@ impl Membership {
         self.out.push(Action::BecameMaster);
         self.out.push(Action::Joined { master: me.clone() });
         self.publish(vec![me], now);
+    }
+
+    /// How long to look for a master before forming a cluster.
+    fn join_patience(&self) -> Duration {
+        if self.rejoining {
+            self.timing.join_timeout + self.timing.member_timeout * 2
+        } else {
+            self.timing.join_timeout
+        }
     }
 
     fn detect_failures(&mut self, now: Instant) {
@@ -737,7 +785,10 @@ impl Membership {
         self.apply_list(version, members);
         let data = self.data_members();
         self.leaving.retain(|id| data.contains(id));
-        if removed || self.table.version == 0 {
+        // A member that was removed and forms a cluster of its own (no one answered its
+        // rejoin) still has the old table: the members it names are gone too (seed 223 with
+        // pauses).
+        if removed || self.table.version == 0 || !self.table.names_only(&data) {
             self.table = self.table.promote(&data);
         }
         for m in self.planner.members_left(&data, now) {
@@ -1086,6 +1137,11 @@ mod tests {
             self.nodes[i].1 = false;
         }
 
+        /// A paused member runs again (what was sent to it meanwhile is lost).
+        fn resume(&mut self, i: usize) {
+            self.nodes[i].1 = true;
+        }
+
         fn left(&self, i: usize) -> bool {
             self.events
                 .iter()
@@ -1183,6 +1239,29 @@ mod tests {
         let table = net.live().next().unwrap().table();
         assert_eq!(table.owned_by(dead), 0);
         assert!(table.unowned() == 0, "no ownerless partition");
+    }
+
+    #[test]
+    fn a_member_paused_past_the_timeout_rejoins_instead_of_forming_a_cluster_of_its_own() {
+        for paused in [0, 2] {
+            let mut net = Net::new();
+            net.add(1, &[], false);
+            net.run(50);
+            net.add(2, &[1], false);
+            net.add(3, &[1], false);
+            net.run(400);
+            net.assert_converged(3);
+            // SIGSTOP past the 500 ms timeout: the others remove it (and, for the master, one
+            // takes over); on SIGCONT its own clock says everyone else was silent.
+            net.kill(paused);
+            net.run(800);
+            net.assert_converged(2);
+            net.resume(paused);
+            net.run(1500);
+            net.assert_converged(3);
+            let masters = net.live().filter(|m| m.is_master()).count();
+            assert_eq!(masters, 1, "paused member {paused}: one master");
+        }
     }
 
     #[test]
@@ -1472,6 +1551,28 @@ mod tests {
                     let victim = live[rng.below(live.len() as u64) as usize];
                     net.kill(victim);
                 }
+                3 if live.len() > 1 && rng.percent(50) => {
+                    // A pause (SIGSTOP … SIGCONT), often past the timeout: what is sent to it
+                    // meanwhile is lost; on resuming it must rejoin, not split off.
+                    let victim = live[rng.below(live.len() as u64) as usize];
+                    net.kill(victim);
+                    for _ in 0..10 + rng.below(120) {
+                        net.run(10);
+                        check_step(&net)?;
+                    }
+                    // It rejoins on a settled network, like a join: one that hears from no
+                    // master for long forms a cluster of its own (a split brain; seed 667).
+                    let levels = net.faults.as_mut().map(|f| {
+                        let levels = (f.drop_percent, f.delay_percent);
+                        (f.drop_percent, f.delay_percent) = (0, 0);
+                        levels
+                    });
+                    net.resume(victim);
+                    net.run(1_500);
+                    if let (Some(f), Some((d, l))) = (net.faults.as_mut(), levels) {
+                        (f.drop_percent, f.delay_percent) = (d, l);
+                    }
+                }
                 _ => {
                     if let Some(f) = net.faults.as_mut() {
                         f.drop_percent = rng.below(15);
@@ -1518,7 +1619,7 @@ mod tests {
     /// `CORECAST_SIM_SEEDS` runs (default 200) from `CORECAST_SIM_SEED` (default 0); a failure
     /// names its seed, and `CORECAST_SIM_SEED=<seed> CORECAST_SIM_SEEDS=1` replays it.
     #[test]
-    fn seeded_simulations_of_joins_kills_and_lossy_links_converge() {
+    fn seeded_simulations_of_joins_kills_pauses_and_lossy_links_converge() {
         let env = |k: &str, d: u64| {
             std::env::var(k)
                 .ok()

@@ -35,6 +35,13 @@ pub struct ShardNetStats {
     pub backup_replay_queue: u32,
     /// Inbound connections closed for a protocol violation (bad frame, handshake, payload).
     pub rejected: u64,
+    /// Bytes queued on inbound connections, not yet written (answers, acks, events).
+    pub inbound_queued_bytes: u64,
+    /// Times an inbound connection stopped reading until its peer read its answers
+    /// (`network.max-queued-kib`).
+    pub paused: u64,
+    /// Requests refused as overloaded (`network.max-pending-acks`).
+    pub overloaded: u64,
 }
 
 /// One shard's numbers.
@@ -157,7 +164,7 @@ pub fn render(s: &Snapshot) -> String {
             sh.shard
         );
     }
-    let per_shard: [PerShard; 7] = [
+    let per_shard: [PerShard; 10] = [
         (
             "corecast_partitions_owned",
             "gauge",
@@ -199,6 +206,24 @@ pub fn render(s: &Snapshot) -> String {
             "counter",
             "Inbound connections closed for a protocol violation.",
             |n| n.rejected,
+        ),
+        (
+            "corecast_inbound_queued_bytes",
+            "gauge",
+            "Bytes queued on the shard's inbound connections (answers, acks, events).",
+            |n| n.inbound_queued_bytes,
+        ),
+        (
+            "corecast_reads_paused_total",
+            "counter",
+            "Times an inbound connection stopped reading until its peer read its answers.",
+            |n| n.paused,
+        ),
+        (
+            "corecast_requests_overloaded_total",
+            "counter",
+            "Requests refused as overloaded: too many on their connection awaited backup acks.",
+            |n| n.overloaded,
         ),
     ];
     for (name, kind, help, get) in per_shard {

@@ -64,12 +64,17 @@ pub fn shard_net_stats() -> crate::metrics::ShardNetStats {
                 open.iter().map(|c| c.queued() as u64).sum(),
             )
         };
-        let inbound = sn
-            .inbound
-            .borrow()
-            .iter()
-            .filter(|w| w.upgrade().is_some_and(|w| !w.is_closed()))
-            .count() as u32;
+        let (inbound, inbound_queued_bytes) = {
+            let inbound = sn.inbound.borrow();
+            let open: Vec<_> = inbound
+                .iter()
+                .filter_map(|w| w.upgrade().filter(|w| !w.is_closed()))
+                .collect();
+            (
+                open.len() as u32,
+                open.iter().map(|w| w.queued() as u64).sum(),
+            )
+        };
         let backup_replay_queue = sn.syncing.borrow().values().map(|q| q.len() as u32).sum();
         crate::metrics::ShardNetStats {
             owned,
@@ -79,6 +84,9 @@ pub fn shard_net_stats() -> crate::metrics::ShardNetStats {
             queued_bytes,
             backup_replay_queue,
             rejected: sn.rejected.get(),
+            inbound_queued_bytes,
+            paused: sn.paused.get(),
+            overloaded: sn.overloaded.get(),
         }
     })
 }
@@ -210,6 +218,10 @@ pub struct Network {
     invocation_timeout: Duration,
     max_payload: usize,
     socket_buffer: usize,
+    /// Bytes queued on a connection past which its reader stops and its callers wait.
+    max_queued: usize,
+    /// Requests per inbound connection that may wait for sync backup acks at once.
+    max_pending_acks: u32,
     /// Replica slots per partition in the tables this member publishes as master.
     replica_slots: usize,
     /// How long an owner waits for sync backups' acks.
@@ -273,6 +285,8 @@ impl Network {
             invocation_timeout: n.invocation_timeout(),
             max_payload: n.max_frame_bytes(),
             socket_buffer: n.socket_buffer_kib as usize * 1024,
+            max_queued: n.max_queued_bytes(),
+            max_pending_acks: n.max_pending_acks,
             replica_slots: config.replica_slots(),
             ack_timeout: config.backup_ack_timeout(),
             anti_entropy: (config.backups.anti_entropy_interval_millis > 0)
@@ -623,6 +637,11 @@ struct ShardNet {
     /// Partitions whose backup replica on this shard is fetching the owner's state, with the
     /// backup frames that arrived meanwhile (replayed, then acked, once it is in).
     syncing: RefCell<AHashMap<u32, Vec<QueuedBackup>>>,
+    /// Partitions a sync backup refused this shard's writes for, because it holds a newer
+    /// partition table (the version) that no longer names this member owner: a deposed owner
+    /// (paused, or cut off, past the member timeout) runs nothing on them until its own table
+    /// is at least that new.
+    fenced: RefCell<AHashMap<u32, u64>>,
     /// Rung when the table changed: the anti-entropy round runs at once.
     entropy: Notify,
     /// The failpoint's random state.
@@ -637,6 +656,10 @@ struct ShardNet {
     batches: std::cell::Cell<many::BatchStats>,
     /// Inbound connections closed for a protocol violation.
     rejected: std::cell::Cell<u64>,
+    /// Times an inbound connection stopped reading until its peer read its answers.
+    paused: std::cell::Cell<u64>,
+    /// Requests refused as overloaded.
+    overloaded: std::cell::Cell<u64>,
 }
 
 /// A backup frame kept while its replica fetches the partition.
@@ -692,6 +715,7 @@ impl ShardNet {
             stopped: std::cell::Cell::new(false),
             next_call: std::cell::Cell::new(u64::from(ctx.shard.0) << 48),
             syncing: RefCell::new(AHashMap::new()),
+            fenced: RefCell::new(AHashMap::new()),
             entropy: Notify::default(),
             rng: std::cell::Cell::new(random_id() | 1),
             migrations: RefCell::new(migrate::Migrations::default()),
@@ -699,6 +723,8 @@ impl ShardNet {
             subs: RefCell::new(events::Subscriptions::default()),
             batches: std::cell::Cell::new(many::BatchStats::default()),
             rejected: std::cell::Cell::new(0),
+            paused: std::cell::Cell::new(0),
+            overloaded: std::cell::Cell::new(0),
         });
         SHARD.with(|s| *s.borrow_mut() = Some(sn.clone()));
         if net.role == Role::Member {
@@ -751,6 +777,48 @@ impl ShardNet {
     fn owns(&self, partition: PartitionId) -> bool {
         self.net.role == Role::Member
             && self.view.borrow().table.owner(partition) == Some(self.net.id)
+            && !self.is_fenced(partition)
+    }
+
+    /// Whether a backup's newer table deposed this member as `partition`'s owner (and this
+    /// shard's table is not that new yet).
+    fn is_fenced(&self, partition: PartitionId) -> bool {
+        let mut fenced = self.fenced.borrow_mut();
+        if fenced.is_empty() {
+            return false;
+        }
+        let version = self.view.borrow().table.version;
+        fenced.retain(|_, newer| *newer > version);
+        fenced.contains_key(&partition.0)
+    }
+
+    /// A sync backup answered `answer` to a backup of `partition`: `Err` (and the partition
+    /// fenced) when it refused it as not a backup under a newer table than this shard's.
+    fn backup_answer(&self, partition: PartitionId, answer: conn::Response) -> Result<(), OpError> {
+        let Ok((h, body)) = answer else {
+            // The backup is gone: it does not count as a live one.
+            return Ok(());
+        };
+        if h.status == Status::Ok as u16 {
+            return Ok(());
+        }
+        let refused = payload::decode::<WireError>(&body).map(|w| w.to_op_error());
+        match refused {
+            Ok(OpError::WrongTarget { version, .. })
+                if version > self.view.borrow().table.version =>
+            {
+                tracing::warn!(
+                    %partition,
+                    newer = version,
+                    "a backup knows a newer partition table without this member as owner; \
+                     not answering the write and running nothing on the partition until that \
+                     table arrives"
+                );
+                self.fenced.borrow_mut().insert(partition.0, version);
+                Err(OpError::WrongTarget { partition, version })
+            }
+            _ => Ok(()),
+        }
     }
 
     /// A welcomed connection to `addr`, made once however many tasks ask at the same time.
@@ -806,6 +874,7 @@ impl ShardNet {
             rb,
             addr,
             self.net.max_payload,
+            self.net.max_queued,
             move |msg| {
                 if let Some(sn) = this.upgrade() {
                     sn.on_control(msg, None);
@@ -1211,6 +1280,11 @@ impl ShardNet {
                     last = OpError::Migrating { partition }.to_string();
                     held = true;
                 }
+                Some(m) if m.id == self.net.id && self.is_fenced(partition) => {
+                    // Deposed by a newer table this shard has not seen yet: wait for it.
+                    last = format!("{partition} is fenced until a newer partition table");
+                    held = true;
+                }
                 Some(m) if m.id == self.net.id && self.net.role == Role::Member => {
                     let mut out = Bytes::new();
                     let id = CallId {
@@ -1225,10 +1299,17 @@ impl ShardNet {
                         &mut out,
                         Some(id),
                     )?;
-                    if let Some(acks) = acks {
-                        acks.await;
+                    match acks {
+                        Some(acks) => match acks.await {
+                            Ok(()) => return Ok(out),
+                            // Deposed: fenced now; asked again of the newer table's owner.
+                            Err(e) => {
+                                last = e.to_string();
+                                held = true;
+                            }
+                        },
+                        None => return Ok(out),
                     }
-                    return Ok(out);
                 }
                 Some(m) => {
                     let addr = m.shard_addr(m.shard_of(partition));
@@ -1268,7 +1349,10 @@ impl ShardNet {
                                         OpError::Failed(format!("malformed error from {addr}: {e}"))
                                     });
                                 match e {
-                                    OpError::WrongTarget { .. } => last = e.to_string(),
+                                    // Overloaded: asked again after the backoff, which grows.
+                                    OpError::WrongTarget { .. } | OpError::Overloaded { .. } => {
+                                        last = e.to_string()
+                                    }
                                     OpError::Migrating { .. } => {
                                         last = e.to_string();
                                         held = true;
@@ -1507,7 +1591,7 @@ async fn serve_connection(
     };
     let (reader, writer_stream) =
         crate::sys::split(stream).map_err(|e| conn::io_error(peer, &e))?;
-    let writer = Writer::new(max);
+    let writer = Writer::new(max, sn.net.max_queued);
     glommio::spawn_local(writer.clone().run(writer_stream)).detach();
     if let Some(reason) = refusal {
         tracing::warn!(%peer, %reason, "refused a connection");
@@ -1550,6 +1634,33 @@ async fn serve_frames(
     result
 }
 
+/// Requests on one inbound connection whose answers wait for their sync backups' acks. Bounded
+/// by `network.max-pending-acks`: past it requests are refused as overloaded rather than held,
+/// since the acks they would wait for may travel on a connection whose reader waits on this one.
+#[derive(Clone, Default)]
+struct PendingAcks(Rc<std::cell::Cell<u32>>);
+
+impl PendingAcks {
+    fn count(&self) -> u32 {
+        self.0.get()
+    }
+
+    /// Counts `n` waits until the returned guard drops.
+    fn hold(&self, n: u32) -> AckHold {
+        self.0.set(self.0.get() + n);
+        AckHold(self.0.clone(), n)
+    }
+}
+
+/// Waits counted in a [`PendingAcks`], uncounted when dropped.
+struct AckHold(Rc<std::cell::Cell<u32>>, u32);
+
+impl Drop for AckHold {
+    fn drop(&mut self) {
+        self.0.set(self.0.get().saturating_sub(self.1));
+    }
+}
+
 async fn serve_requests(
     sn: &Rc<ShardNet>,
     mut stream: TcpStream,
@@ -1559,17 +1670,28 @@ async fn serve_requests(
     held: &mut events::Held,
 ) -> Result<(), ConnError> {
     let mut out = Bytes::new();
+    let pending = PendingAcks::default();
     loop {
         // Every whole frame in the buffer, then one read: responses to a pipelined batch go out
         // in one write.
         loop {
+            // A peer that sends faster than it reads its answers: stop taking its frames until
+            // it has read them, so they wait in its socket, not in this member's memory.
+            if !writer.has_room() {
+                sn.paused.set(sn.paused.get() + 1);
+                writer.flush();
+                writer.room().await;
+                if writer.is_closed() {
+                    return Ok(());
+                }
+            }
             let next = rb
                 .next_frame()
                 .map_err(|source| ConnError::Frame { addr: peer, source })?;
             let Some((h, payload)) = next else { break };
             match h.kind {
                 FrameKind::Request if ShardNet::is_many_request(&h) => {
-                    if let Err(reason) = sn.serve_many(&h, payload, writer) {
+                    if let Err(reason) = sn.serve_many(&h, payload, writer, &pending) {
                         return Err(ConnError::Protocol { addr: peer, reason });
                     }
                 }
@@ -1580,25 +1702,29 @@ async fn serve_requests(
                 }
                 FrameKind::Request => {
                     out.clear();
-                    let (status, close, acks) = sn.run_request(&h, payload, &mut out);
-                    let reply = Header {
-                        status: status as u16,
-                        correlation: h.correlation,
-                        partition: h.partition,
-                        table_version: sn.view.borrow().table.version,
-                        service: h.service,
-                        op: h.op,
-                        ..Header::new(FrameKind::Response)
+                    let (status, close, acks) = if pending.count() >= sn.net.max_pending_acks {
+                        sn.refuse_overloaded(&h, &pending, &mut out);
+                        (Status::Error, None, None)
+                    } else {
+                        sn.run_request(&h, payload, &mut out)
                     };
+                    let reply = sn.response_header(&h, status);
                     match acks {
                         None => writer
                             .push(&reply, &out)
                             .map_err(|source| ConnError::Frame { addr: peer, source })?,
                         // Answered once the sync backups acked; meanwhile the next requests run.
                         Some(acks) => {
-                            let (writer, body) = (writer.clone(), std::mem::take(&mut out));
+                            let (writer, mut body) = (writer.clone(), std::mem::take(&mut out));
+                            let hold = pending.hold(1);
+                            let sn = sn.clone();
                             glommio::spawn_local(async move {
-                                acks.await;
+                                let mut reply = reply;
+                                if let Err(e) = acks.await {
+                                    error_response(&e, &mut body);
+                                    reply = sn.response_header(&h, Status::Error);
+                                }
+                                drop(hold);
                                 if let Err(e) = writer.push(&reply, &body) {
                                     tracing::warn!(error = %e, "response not sent");
                                 }
@@ -1692,14 +1818,42 @@ impl ShardNet {
                         | OpError::NoSuchPartition { .. }
                 )
                 .then(|| e.to_string());
-                out.clear();
-                match payload::encode(&WireError::from_op_error(&e)) {
-                    Ok(bytes) => out.extend_from_slice(&bytes),
-                    Err(err) => tracing::warn!(error = %err, "error response not encoded"),
-                }
+                error_response(&e, out);
                 (Status::Error, close, None)
             }
         }
+    }
+
+    /// Answers request `h` as overloaded, into `out`.
+    fn refuse_overloaded(&self, h: &Header, pending: &PendingAcks, out: &mut Bytes) {
+        self.overloaded.set(self.overloaded.get() + 1);
+        let e = OpError::Overloaded {
+            partition: PartitionId(h.partition),
+            pending: pending.count(),
+        };
+        error_response(&e, out);
+    }
+
+    /// The header answering request `h` with `status`.
+    fn response_header(&self, h: &Header, status: Status) -> Header {
+        Header {
+            status: status as u16,
+            correlation: h.correlation,
+            partition: h.partition,
+            table_version: self.view.borrow().table.version,
+            service: h.service,
+            op: h.op,
+            ..Header::new(FrameKind::Response)
+        }
+    }
+}
+
+/// `e` on the wire, in place of whatever `out` held.
+fn error_response(e: &OpError, out: &mut Bytes) {
+    out.clear();
+    match payload::encode(&WireError::from_op_error(e)) {
+        Ok(bytes) => out.extend_from_slice(&bytes),
+        Err(err) => tracing::warn!(error = %err, "error response not encoded"),
     }
 }
 
@@ -1730,6 +1884,7 @@ impl ShardNet {
     /// than `async-queue-kib` queued). Frames go out now, in the order the writes ran; a backup
     /// member not connected yet is connected in the background.
     fn replicate(self: &Rc<Self>, r: Replication) -> Option<Acks> {
+        let partition = r.partition;
         let wanted = usize::from(r.sync) + usize::from(r.async_);
         let (targets, table_version): (Vec<(ReplicaIndex, SocketAddr)>, u64) = {
             let view = self.view.borrow();
@@ -1772,12 +1927,16 @@ impl ShardNet {
                 .cloned();
             match open {
                 Some(c) if sync => match c.start_call(header, &payload) {
-                    Ok(slot) => waits.push(Box::pin(async move {
-                        if let Err(e) = slot.take().await {
-                            // The backup is gone: it does not count as a live one.
-                            tracing::debug!(%addr, error = %e, "sync backup lost");
-                        }
-                    })),
+                    Ok(slot) => {
+                        let this = self.clone();
+                        waits.push(Box::pin(async move {
+                            let answer = slot.take().await;
+                            if let Err(e) = &answer {
+                                tracing::debug!(%addr, error = %e, "sync backup lost");
+                            }
+                            this.backup_answer(partition, answer)
+                        }))
+                    }
                     Err(e) => tracing::debug!(%addr, error = %e, "sync backup not sent"),
                 },
                 Some(c) => {
@@ -1792,13 +1951,16 @@ impl ShardNet {
                     let send = async move {
                         match this.connection(addr).await {
                             Ok(c) if sync => {
-                                let _ = c.call(header, &payload).await;
+                                let answer = c.call(header, &payload).await;
+                                this.backup_answer(partition, answer)
                             }
                             Ok(c) => {
                                 let _ = c.send(&header, &payload);
+                                Ok(())
                             }
                             Err(e) => {
-                                tracing::debug!(%addr, error = %e, "backup member not reachable")
+                                tracing::debug!(%addr, error = %e, "backup member not reachable");
+                                Ok(())
                             }
                         }
                     };
@@ -1813,16 +1975,23 @@ impl ShardNet {
         if waits.is_empty() {
             return None;
         }
-        let (timeout, partition) = (self.net.ack_timeout, r.partition);
+        let timeout = self.net.ack_timeout;
         Some(Box::pin(async move {
             let all = async {
+                let mut answer = Ok(());
                 for w in waits {
-                    w.await;
+                    if let Err(e) = w.await {
+                        answer = Err(e);
+                    }
                 }
-                Ok(())
+                Ok(answer)
             };
-            if glommio::timer::timeout(timeout, all).await.is_err() {
-                tracing::warn!(%partition, ?timeout, "a sync backup did not ack in time; answering the caller anyway");
+            match glommio::timer::timeout(timeout, all).await {
+                Ok(answer) => answer,
+                Err(_) => {
+                    tracing::warn!(%partition, ?timeout, "a sync backup did not ack in time; answering the caller anyway");
+                    Ok(())
+                }
             }
         }))
     }

@@ -191,6 +191,9 @@ mod messages {
         Heartbeat {
             /// The sender.
             id: u64,
+            /// The sender's base address: a master that removed the sender answers it with the
+            /// member list, so a member that was paused past the timeout learns it must rejoin.
+            addr: String,
             /// The sender's member list version.
             list_version: u64,
             /// The sender's partition table version.
@@ -296,6 +299,9 @@ impl WireError {
                 w.text.clone_from(reason);
             }
             OpError::Migrating { partition } => (w.code, w.partition) = (10, partition.0),
+            OpError::Overloaded { partition, pending } => {
+                (w.code, w.partition, w.a) = (11, partition.0, u64::from(*pending));
+            }
             other => {
                 w.code = 9;
                 w.text = other.to_string();
@@ -342,6 +348,10 @@ impl WireError {
                 reason: self.text.clone(),
             },
             10 => OpError::Migrating { partition: p },
+            11 => OpError::Overloaded {
+                partition: p,
+                pending: u32::try_from(self.a).unwrap_or(u32::MAX),
+            },
             _ => OpError::Failed(self.text.clone()),
         }
     }
@@ -375,6 +385,10 @@ mod tests {
             OpError::Failed("no such counter".into()),
             OpError::Migrating {
                 partition: PartitionId(9),
+            },
+            OpError::Overloaded {
+                partition: PartitionId(4),
+                pending: 1024,
             },
         ];
         for e in errors {

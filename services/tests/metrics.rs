@@ -8,30 +8,9 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use corecast_net::metrics::{parse, Sample};
+use corecast_net::metrics::parse;
 use corecast_services::map::Map;
-use support::procs::{self, joined, member, wait_for};
-
-fn scrape(port: u16) -> String {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-        .unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap();
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    assert!(head.contains("text/plain; version=0.0.4"), "{head}");
-    body.to_owned()
-}
-
-fn sum(samples: &[Sample], name: &str, label: Option<(&str, &str)>) -> f64 {
-    samples
-        .iter()
-        .filter(|s| s.name == name)
-        .filter(|s| label.is_none_or(|(k, v)| s.labels.iter().any(|l| l.0 == k && l.1 == v)))
-        .map(|s| s.value)
-        .sum()
-}
+use support::procs::{self, joined, member, scrape, sum, wait_for};
 
 #[test]
 fn a_scrape_parses_and_counts_the_members_operations() {

@@ -73,7 +73,15 @@ impl ShardNet {
         h: &Header,
         payload: &[u8],
         writer: &Rc<Writer>,
+        pending: &PendingAcks,
     ) -> Result<(), String> {
+        if pending.count() >= self.net.max_pending_acks {
+            // The whole batch refused: the caller sends each part on its own, backing off.
+            let mut out = Bytes::new();
+            self.refuse_overloaded(h, pending, &mut out);
+            let reply = self.response_header(h, Status::Error);
+            return writer.push(&reply, &out).map_err(|e| e.to_string());
+        }
         let req =
             payload::access::<ManyRequest>(payload).map_err(|e| format!("malformed batch: {e}"))?;
         let service = req.service.to_native();
@@ -102,28 +110,35 @@ impl ShardNet {
                 return Err(reason);
             }
             if let Some(acks) = acks {
-                waits.push(acks);
+                waits.push((parts.len(), acks));
             }
             parts.push((partition, status == Status::Ok, out.to_vec()));
         }
-        let body = payload::encode(&ManyResponse { parts }).map_err(|e| e.to_string())?;
-        let reply = Header {
-            status: Status::Ok as u16,
-            correlation: h.correlation,
-            partition: h.partition,
-            table_version: self.view.borrow().table.version,
-            service: h.service,
-            op: h.op,
-            ..Header::new(FrameKind::Response)
-        };
+        let reply = self.response_header(h, Status::Ok);
         if waits.is_empty() {
+            let body = payload::encode(&ManyResponse { parts }).map_err(|e| e.to_string())?;
             return writer.push(&reply, &body).map_err(|e| e.to_string());
         }
         let writer = writer.clone();
+        let hold = pending.hold(u32::try_from(waits.len()).unwrap_or(u32::MAX));
         glommio::spawn_local(async move {
-            for acks in waits {
-                acks.await;
+            let mut parts = parts;
+            for (i, acks) in waits {
+                // A part a backup refused (a deposed owner) is answered with that error.
+                if let Err(e) = acks.await {
+                    let mut out = Bytes::new();
+                    error_response(&e, &mut out);
+                    parts[i] = (parts[i].0, false, out.to_vec());
+                }
             }
+            drop(hold);
+            let body = match payload::encode(&ManyResponse { parts }) {
+                Ok(body) => body,
+                Err(e) => {
+                    tracing::warn!(error = %e, "batch response not encoded");
+                    return;
+                }
+            };
             if let Err(e) = writer.push(&reply, &body) {
                 tracing::warn!(error = %e, "batch response not sent");
             }
@@ -252,9 +267,9 @@ impl ShardNet {
                         .map(|w| w.to_op_error())
                         .unwrap_or_else(|e| OpError::Failed(format!("malformed error: {e}")));
                     match e {
-                        OpError::WrongTarget { .. } | OpError::Migrating { .. } => {
-                            retry.push((p, call, payload))
-                        }
+                        OpError::WrongTarget { .. }
+                        | OpError::Migrating { .. }
+                        | OpError::Overloaded { .. } => retry.push((p, call, payload)),
                         other => done.push((p, Err(other))),
                     }
                 }

@@ -8,6 +8,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
+use corecast_net::metrics::Sample;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_corecast");
 
 /// A base port with `n` free ports after it (shard i listens on base + i).
@@ -98,6 +100,29 @@ pub fn member(seeds: &[&Proc], extra: &[&str]) -> Proc {
     }
     let child = cmd.spawn().unwrap();
     Proc { child, addr, log }
+}
+
+/// The Prometheus text a member serves on `port` (`--metrics-port`).
+pub fn scrape(port: u16) -> String {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut s, &mut text).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.contains("text/plain; version=0.0.4"), "{head}");
+    body.to_owned()
+}
+
+/// The sum of the samples named `name` (with `label`, if given).
+pub fn sum(samples: &[Sample], name: &str, label: Option<(&str, &str)>) -> f64 {
+    samples
+        .iter()
+        .filter(|s| s.name == name)
+        .filter(|s| label.is_none_or(|(k, v)| s.labels.iter().any(|l| l.0 == k && l.1 == v)))
+        .map(|s| s.value)
+        .sum()
 }
 
 pub fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
