@@ -7,12 +7,14 @@
 //! - [`resp`]: the Redis protocol (RESP2/RESP3) codec and glob patterns, for the Redis front door.
 //! - [`lock`]: reentrant locks with leases and fencing tokens, released on owner death.
 //! - [`atomic`]: AtomicLong (get, set, add, compare-and-set).
+//! - [`chaos`]: recorded client histories and the linearizability checker that judges them.
 //! - [`kv`]: a minimal key-value service, for the benchmark until the full Map lands.
 //! - [`config_args`]: the command-line flags every binary shares to load a config.
 //! - [`logging`]: the binaries' tracing subscriber.
 //! - [`builtin`]: registering every built-in service on a member builder.
 
 pub mod atomic;
+pub mod chaos;
 pub mod config_args;
 pub mod counter;
 pub mod kv;

@@ -19,6 +19,7 @@ use corecast_engine::{Config, Member};
 use corecast_net::Network;
 use corecast_services::atomic::AtomicLong;
 use corecast_services::builtin::with_builtin_services;
+use corecast_services::chaos::run::ChaosArgs;
 use corecast_services::config_args::ConfigArgs;
 use corecast_services::counter::Counter;
 use corecast_services::lock::Lock;
@@ -59,6 +60,8 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Run member processes under load while killing and pausing them; check the history.
+    Chaos(ChaosArgs),
 }
 
 #[derive(Subcommand)]
@@ -118,6 +121,15 @@ fn main() {
                 std::io::stdout().is_terminal(),
             )
         }
+        // The chaos run's progress goes to stderr, its summary to stdout.
+        Command::Chaos(_) => {
+            use std::io::IsTerminal;
+            corecast_services::logging::init(
+                "warn,corecast_services::chaos=info",
+                std::io::stderr,
+                std::io::stderr().is_terminal(),
+            )
+        }
         _ => {
             use std::io::IsTerminal;
             corecast_services::logging::init(
@@ -137,6 +149,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Member(args) => member(&args),
         Command::Client(args) => client(&args),
+        Command::Chaos(args) => {
+            let summary = corecast_services::chaos::run::run(&args)?;
+            println!("{summary}");
+            anyhow::ensure!(
+                summary.passed(),
+                "the run failed its checks (history in {})",
+                summary.history.display()
+            );
+            Ok(())
+        }
         Command::Cluster {
             command: ClusterCommand::Status(connect),
         } => status(&connect),
