@@ -103,6 +103,8 @@ pub struct Config {
     pub backups: BackupConfig,
     /// How partitions move between members.
     pub migration: MigrationConfig,
+    /// How a cluster finds another of the same name after a network split, and merges.
+    pub split_brain: SplitBrainConfig,
     /// Compiled-in services to enable, disable or give properties to.
     pub services: Vec<ServiceConfig>,
 }
@@ -123,6 +125,7 @@ impl Default for Config {
             network: NetworkConfig::default(),
             backups: BackupConfig::default(),
             migration: MigrationConfig::default(),
+            split_brain: SplitBrainConfig::default(),
             services: Vec::new(),
         }
     }
@@ -318,6 +321,109 @@ impl MigrationConfig {
     }
 }
 
+/// How an entry of a cluster that lost a split brain (the smaller side) merges into the
+/// cluster it joins: Hazelcast's merge policies. "Merging" is the smaller side's entry,
+/// "existing" the larger side's; an entry only one side has is the merging one when it is on the
+/// smaller side (every policy but `discard` keeps it) and stays when it is on the larger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MergePolicy {
+    /// The merging entry replaces the existing one.
+    PassThrough,
+    /// The merging entry is taken only where the key has none.
+    #[default]
+    PutIfAbsent,
+    /// The entry read more often wins (the existing one on a tie).
+    HigherHits,
+    /// The entry written last wins (the existing one on a tie).
+    LatestUpdate,
+    /// The merging entries are dropped.
+    Discard,
+}
+
+impl MergePolicy {
+    /// The policy's name in the config.
+    pub fn name(self) -> &'static str {
+        match self {
+            MergePolicy::PassThrough => "pass-through",
+            MergePolicy::PutIfAbsent => "put-if-absent",
+            MergePolicy::HigherHits => "higher-hits",
+            MergePolicy::LatestUpdate => "latest-update",
+            MergePolicy::Discard => "discard",
+        }
+    }
+
+    /// The policy as one byte on the wire, and back ([`MergePolicy::from_wire`]).
+    pub fn to_wire(self) -> u8 {
+        self as u8
+    }
+
+    /// The policy a byte names; `None` for a byte no policy has.
+    pub fn from_wire(b: u8) -> Option<MergePolicy> {
+        [
+            MergePolicy::PassThrough,
+            MergePolicy::PutIfAbsent,
+            MergePolicy::HigherHits,
+            MergePolicy::LatestUpdate,
+            MergePolicy::Discard,
+        ]
+        .into_iter()
+        .find(|p| p.to_wire() == b)
+    }
+
+    /// Whether the merging entry wins over `existing` (`None`: the key has none), given the
+    /// hits and last-update times (ms since the epoch) of both.
+    pub fn merging_wins(self, merging: EntryStats, existing: Option<EntryStats>) -> bool {
+        let Some(existing) = existing else {
+            return self != MergePolicy::Discard;
+        };
+        match self {
+            MergePolicy::PassThrough => true,
+            MergePolicy::PutIfAbsent | MergePolicy::Discard => false,
+            MergePolicy::HigherHits => merging.hits > existing.hits,
+            MergePolicy::LatestUpdate => merging.updated_millis > existing.updated_millis,
+        }
+    }
+}
+
+/// What a merge policy compares of an entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct EntryStats {
+    /// Reads of the entry on its owner since it was written there.
+    pub hits: u32,
+    /// When it was last written, in milliseconds since the Unix epoch.
+    pub updated_millis: u64,
+}
+
+/// `[split-brain]`: finding and merging another cluster of the same name.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SplitBrainConfig {
+    /// How often a master asks the addresses it knows of (seeds, members it once had) that are
+    /// not in its member list whether they are in another cluster of the same name, in
+    /// milliseconds; 0 turns the search, and so merging, off.
+    pub probe_interval_millis: u64,
+    /// The merge policy of every service and object that does not set its own
+    /// (`[[services]] merge-policy`, `[[services.objects]] merge-policy`).
+    pub merge_policy: MergePolicy,
+}
+
+impl Default for SplitBrainConfig {
+    fn default() -> Self {
+        Self {
+            probe_interval_millis: 2000,
+            merge_policy: MergePolicy::PutIfAbsent,
+        }
+    }
+}
+
+impl SplitBrainConfig {
+    /// The probe interval; `None` when merging is off.
+    pub fn probe_interval(&self) -> Option<Duration> {
+        (self.probe_interval_millis > 0).then(|| Duration::from_millis(self.probe_interval_millis))
+    }
+}
+
 /// The replica policy an operation runs under: resolved from `[backups]`, a `[[services]]`
 /// entry and its `[[services.objects]]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -364,6 +470,8 @@ pub struct ObjectConfig {
     pub async_backup_count: Option<u8>,
     /// Whether backups answer reads.
     pub read_backup_data: Option<bool>,
+    /// How the object's entries merge after a split brain; unset inherits the service's.
+    pub merge_policy: Option<MergePolicy>,
 }
 
 impl ObjectConfig {
@@ -393,7 +501,9 @@ pub struct ServiceConfig {
     pub async_backup_count: Option<u8>,
     /// Whether the service's backups answer reads; unset inherits `[backups]`.
     pub read_backup_data: Option<bool>,
-    /// Replica counts per object of the service.
+    /// How the service's entries merge after a split brain; unset inherits `[split-brain]`.
+    pub merge_policy: Option<MergePolicy>,
+    /// Replica counts and merge policies per object of the service.
     pub objects: Vec<ObjectConfig>,
 }
 
@@ -417,6 +527,7 @@ impl Default for ServiceConfig {
             backup_count: None,
             async_backup_count: None,
             read_backup_data: None,
+            merge_policy: None,
             objects: Vec::new(),
         }
     }
@@ -653,6 +764,14 @@ impl Config {
                 "must be 1..=32768",
             ));
         }
+        let probe = self.split_brain.probe_interval_millis;
+        if probe != 0 && !(100..=3_600_000).contains(&probe) {
+            return Err(invalid(
+                "split-brain.probe-interval-millis",
+                &probe,
+                "must be 0 (off) or 100..=3600000",
+            ));
+        }
         if !(1..=1_000_000).contains(&n.max_pending_acks) {
             return Err(invalid(
                 "network.max-pending-acks",
@@ -818,6 +937,20 @@ impl Config {
         object
             .and_then(|name| s.objects.iter().find(|o| o.name == name))
             .map_or(base, |o| o.replicas().apply(base))
+    }
+
+    /// The merge policy of `service`, or of its object `object`: the object's own, else the
+    /// service's, else `[split-brain] merge-policy`.
+    pub fn merge_policy(&self, service: &str, object: Option<&str>) -> MergePolicy {
+        let base = self.split_brain.merge_policy;
+        let Some(s) = self.service(service) else {
+            return base;
+        };
+        object
+            .and_then(|name| s.objects.iter().find(|o| o.name == name))
+            .and_then(|o| o.merge_policy)
+            .or(s.merge_policy)
+            .unwrap_or(base)
     }
 
     /// Replica slots the partition table keeps per partition: the owner plus the most backups

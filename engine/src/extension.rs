@@ -296,6 +296,18 @@ pub fn sync_operation() -> (ServiceId, OpId) {
     (crate::object::ENGINE_SERVICE, crate::object::SYNC)
 }
 
+/// Split-brain merge, on this shard: the operations that carry the data of the partitions
+/// `owned` says this member owns into the cluster it joins, then every service reset and every
+/// container, object record and replica version dropped.
+pub fn merge_and_reset(owned: &dyn Fn(PartitionId) -> bool) -> Vec<crate::spi::PreparedOp> {
+    shard::with_current_core(|core| {
+        let ops = core.merge_ops(owned);
+        core.reset();
+        ops
+    })
+    .unwrap_or_default()
+}
+
 /// A member joined or left the cluster: tells every service on this shard.
 pub fn membership_changed(event: &crate::spi::MembershipEvent) {
     let _ = shard::with_current_core(|core| core.membership_changed(event));

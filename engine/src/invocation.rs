@@ -237,6 +237,18 @@ impl Invoker {
             .collect()
     }
 
+    /// Runs an operation archived earlier (a split-brain merge's) on its partition and returns
+    /// its archived response.
+    ///
+    /// Errors: as [`Invoker::invoke`].
+    pub async fn invoke_prepared(
+        &self,
+        op: &crate::spi::PreparedOp,
+    ) -> Result<Bytes, InvocationError> {
+        self.invoke_raw(op.partition, op.service, op.op, op.payload.clone())
+            .await
+    }
+
     pub(crate) async fn invoke_raw(
         &self,
         partition: PartitionId,

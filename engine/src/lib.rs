@@ -77,9 +77,9 @@ pub mod prelude {
     pub use crate::object::ObjectHandle;
     pub use crate::partition::{PartitionId, ShardId};
     pub use crate::spi::{
-        Backup, DistributedObject, MigrationEndpoint, MigrationEvent, OpContext, OpError, OpId,
-        Operation, Operations, ReplicaIndex, ReplicationEvent, Service, ServiceContext,
-        ServiceError, ServiceId,
+        Backup, DistributedObject, EntryStats, MergeOps, MergePolicy, MigrationEndpoint,
+        MigrationEvent, OpContext, OpError, OpId, Operation, Operations, ReplicaIndex,
+        ReplicationEvent, Service, ServiceContext, ServiceError, ServiceId,
     };
     pub use rkyv::{Archive, Archived, Deserialize, Serialize};
 }

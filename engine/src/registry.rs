@@ -9,13 +9,13 @@ use std::any::Any;
 
 use ahash::AHashMap;
 
-use crate::config::{BackupPolicy, Config, Properties};
+use crate::config::{BackupPolicy, Config, MergePolicy, Properties};
 use crate::extension::MigrationPhase;
 use crate::partition::{PartitionId, ShardId};
 use crate::payload::{access, encode, encode_into, Bytes};
 use crate::spi::{
-    MemberInfo, MigrationEvent, OpContext, OpError, OpId, Operation, Operations, ReplicaIndex,
-    ReplicationEvent, Service, ServiceContext, ServiceError, ServiceId,
+    MemberInfo, MergeOps, MigrationEvent, OpContext, OpError, OpId, Operation, Operations,
+    PreparedOp, ReplicaIndex, ReplicationEvent, Service, ServiceContext, ServiceError, ServiceId,
 };
 
 /// Why an operation runs on this shard.
@@ -58,11 +58,13 @@ pub(crate) struct BackupWork {
 pub(crate) type OpFn =
     fn(&mut dyn ErasedSlot, &Target<'_>, &[u8], &mut Bytes) -> Result<Option<BackupWork>, OpError>;
 
-/// A service's replica policies: its own, and per object.
+/// A service's replica and merge policies: its own, and per object.
 #[derive(Clone, Debug)]
 pub(crate) struct Policies {
     base: BackupPolicy,
     objects: AHashMap<String, BackupPolicy>,
+    merge: MergePolicy,
+    merge_objects: AHashMap<String, MergePolicy>,
 }
 
 impl Policies {
@@ -76,10 +78,29 @@ impl Policies {
                     .collect()
             })
             .unwrap_or_default();
+        let merge_objects = config
+            .service(service)
+            .map(|s| {
+                s.objects
+                    .iter()
+                    .map(|o| (o.name.clone(), config.merge_policy(service, Some(&o.name))))
+                    .collect()
+            })
+            .unwrap_or_default();
         Self {
             base: config.policy(service, None),
             objects,
+            merge: config.merge_policy(service, None),
+            merge_objects,
         }
+    }
+
+    /// The merge policy of the service, or of its object `object`.
+    pub fn merge(&self, object: Option<&str>) -> MergePolicy {
+        object
+            .and_then(|name| self.merge_objects.get(name))
+            .copied()
+            .unwrap_or(self.merge)
     }
 
     pub fn get(&self, object: Option<&str>) -> BackupPolicy {
@@ -120,6 +141,8 @@ pub(crate) trait ErasedSlot {
     fn holds_data(&self, local: usize, event: &ReplicationEvent) -> bool;
     /// The service's periodic tick for one partition.
     fn tick(&mut self, local: usize, ctx: &crate::events::TickContext<'_>);
+    /// The operations that merge one partition's container into another cluster.
+    fn merge(&self, local: usize, partition: PartitionId) -> Vec<PreparedOp>;
 }
 
 impl<S: Service> ErasedSlot for ServiceSlot<S> {
@@ -217,6 +240,20 @@ impl<S: Service> ErasedSlot for ServiceSlot<S> {
         self.containers
             .get(local)
             .is_some_and(|c| S::replica_data(c, event).is_some())
+    }
+
+    fn merge(&self, local: usize, partition: PartitionId) -> Vec<PreparedOp> {
+        let Some(container) = self.containers.get(local) else {
+            return Vec::new();
+        };
+        let policy = |object: Option<&str>| self.policies.merge(object);
+        let mut out = MergeOps {
+            partition,
+            policy: &policy,
+            ops: Vec::new(),
+        };
+        S::merge(container, &mut out);
+        out.ops
     }
 }
 

@@ -654,7 +654,28 @@ impl ShardCore {
         }
     }
 
-    fn reset(&mut self) {
+    /// Split-brain merge: the operations that carry every service's data of the partitions
+    /// `owned` says this member owns (on this shard) into another cluster.
+    pub fn merge_ops(&self, owned: &dyn Fn(PartitionId) -> bool) -> Vec<crate::spi::PreparedOp> {
+        let mut ops = Vec::new();
+        for (local, p) in self
+            .shards
+            .partitions_of(self.shard, self.partitions)
+            .enumerate()
+        {
+            if !owned(p) {
+                continue;
+            }
+            for slot in &self.slots {
+                ops.extend(slot.merge(local, p));
+            }
+        }
+        ops
+    }
+
+    /// Drops all state: every service's `reset`, every container, object record and replica
+    /// version (a member leaving its cluster to merge into another).
+    pub fn reset(&mut self) {
         for slot in &mut self.slots {
             slot.reset();
         }

@@ -2,8 +2,9 @@
 //!
 //! Owns the traits a service implements and the types its code sees:
 //! - [`Service`]: lifecycle (init with properties, shutdown, reset), the per-partition
-//!   [`Service::Container`], distributed objects (create, destroy), and migration awareness
-//!   (replica data, before / commit / rollback, clear replica).
+//!   [`Service::Container`], distributed objects (create, destroy), migration awareness
+//!   (replica data, before / commit / rollback, clear replica) and split-brain merging
+//!   ([`Service::merge`] into [`MergeOps`], under a [`MergePolicy`]).
 //! - [`Operation`]: an rkyv-archived request identified by `(ServiceId, OpId)`, run on the shard
 //!   that owns its partition against that partition's container, read in place; with its backup
 //!   awareness (sync and async counts, should-backup, the backup operation).
@@ -73,6 +74,7 @@ use std::net::SocketAddr;
 use rkyv::Archived;
 
 use crate::config::Properties;
+pub use crate::config::{EntryStats, MergePolicy};
 use crate::partition::{PartitionCount, PartitionId, ShardCount, ShardId};
 use crate::payload::{encode, Bytes, Payload};
 use crate::registry::OpFn;
@@ -540,6 +542,66 @@ pub trait Service: Sized + 'static {
     fn clear_replica(container: &mut Self::Container) {
         *container = Self::Container::default();
     }
+
+    /// Split-brain merge, on the owner of a partition in the cluster that lost (the smaller
+    /// side), just before its data is dropped to join the other cluster: pushes to `out` the
+    /// operations of this service that carry `container`'s contents over. They run on the
+    /// partition's owner in the cluster joined, once this member is in it, and are backed up
+    /// like any write; each applies the policy [`MergeOps::policy`] gives its object, comparing
+    /// what it carries with what is there (Hazelcast's `SplitBrainHandlerService` and merge
+    /// policies). Default: nothing, so this service's data on the smaller side is dropped.
+    fn merge(_container: &Self::Container, _out: &mut MergeOps<'_>) {}
+}
+
+/// What [`Service::merge`] hands over: archived operations for one partition, with the merge
+/// policy of each object.
+pub struct MergeOps<'a> {
+    pub(crate) partition: PartitionId,
+    pub(crate) policy: &'a dyn Fn(Option<&str>) -> MergePolicy,
+    pub(crate) ops: Vec<PreparedOp>,
+}
+
+impl MergeOps<'_> {
+    /// The partition being merged.
+    pub fn partition(&self) -> PartitionId {
+        self.partition
+    }
+
+    /// The merge policy of the object `name` (`None`: the service's own).
+    pub fn policy(&self, name: Option<&str>) -> MergePolicy {
+        (self.policy)(name)
+    }
+
+    /// Adds `op`, archived, to run on the partition's owner in the cluster joined.
+    ///
+    /// Errors: [`OpError::Encode`] if it does not archive (nothing is added).
+    pub fn push<O: Operation>(&mut self, op: &O) -> Result<(), OpError> {
+        let payload = encode(op).map_err(|e| OpError::Encode {
+            what: "merge operation",
+            reason: e.to_string(),
+        })?;
+        self.ops.push(PreparedOp {
+            partition: self.partition,
+            service: <O::Service as Service>::ID,
+            op: O::ID,
+            payload,
+        });
+        Ok(())
+    }
+}
+
+/// An operation archived for a partition, to be invoked later
+/// ([`crate::Invoker::invoke_prepared`]): a split-brain merge's.
+#[derive(Debug, Clone)]
+pub struct PreparedOp {
+    /// Where it runs.
+    pub partition: PartitionId,
+    /// Its service.
+    pub service: ServiceId,
+    /// Its id within the service.
+    pub op: OpId,
+    /// The archived operation.
+    pub payload: Bytes,
 }
 
 /// The operations a service registers; passed to [`Service::operations`].

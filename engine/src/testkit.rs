@@ -42,6 +42,18 @@ impl<S: Service> PartitionHarness<S> {
     ///
     /// Errors: whatever the service's `init` returns.
     pub fn with_properties(properties: &Properties, port: u16) -> Result<Self, ServiceError> {
+        Self::with_config(&crate::Config::default(), properties, port)
+    }
+
+    /// Like [`PartitionHarness::with_properties`], with the replica and merge policies `config`
+    /// gives the service and its objects.
+    ///
+    /// Errors: whatever the service's `init` returns.
+    pub fn with_config(
+        config: &crate::Config,
+        properties: &Properties,
+        port: u16,
+    ) -> Result<Self, ServiceError> {
         let member = MemberInfo {
             id: u64::from(port),
             cluster_name: "testkit".into(),
@@ -63,7 +75,7 @@ impl<S: Service> PartitionHarness<S> {
             slot: ServiceSlot {
                 service: S::init(&ctx, properties)?,
                 containers: vec![S::Container::default()],
-                policies: Policies::of(&crate::Config::default(), S::NAME),
+                policies: Policies::of(config, S::NAME),
             },
             ops: ops.entries,
             member,
@@ -148,6 +160,30 @@ impl<S: Service> PartitionHarness<S> {
             }
         }
         Ok(response)
+    }
+
+    /// Split-brain merge: the operations [`Service::merge`] makes of this replica's container
+    /// (as the owner on the side that lost), run on `target` as the owner in the cluster joined,
+    /// through their archives, with their backup operations on each of `backups`. Returns how
+    /// many operations ran.
+    ///
+    /// Errors: the first error of a merge operation or of its backup.
+    pub fn merge_into(
+        &self,
+        target: &mut PartitionHarness<S>,
+        backups: &mut [&mut PartitionHarness<S>],
+    ) -> Result<usize, OpError> {
+        let ops = ErasedSlot::merge(&self.slot, 0, target.partition);
+        for op in &ops {
+            let (_, backup) = target.run_archived_with_backup(op.op, &op.payload)?;
+            if let Some(backup) = backup.filter(|b| !b.payload.is_empty()) {
+                for (i, replica) in backups.iter_mut().enumerate() {
+                    replica.replica = ReplicaIndex(i as u8 + 1);
+                    replica.run_archived(backup.op, &backup.payload)?;
+                }
+            }
+        }
+        Ok(ops.len())
     }
 
     /// Moves this replica's data to `destination`, which becomes `replica` of the partition,
@@ -235,6 +271,15 @@ impl<S: Service> PartitionHarness<S> {
     }
 
     fn run_archived(&mut self, op: OpId, payload: &[u8]) -> Result<Bytes, OpError> {
+        self.run_archived_with_backup(op, payload)
+            .map(|(out, _)| out)
+    }
+
+    fn run_archived_with_backup(
+        &mut self,
+        op: OpId,
+        payload: &[u8],
+    ) -> Result<(Bytes, Option<crate::registry::BackupWork>), OpError> {
         let run = self
             .ops
             .iter()
@@ -257,8 +302,8 @@ impl<S: Service> PartitionHarness<S> {
         };
         let mut out = Bytes::new();
         let slot: &mut dyn ErasedSlot = &mut self.slot;
-        run(slot, &target, payload, &mut out)?;
-        Ok(out)
+        let backup = run(slot, &target, payload, &mut out)?;
+        Ok((out, backup))
     }
 }
 

@@ -2,7 +2,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-use corecast_engine::config::{Config, ConfigError};
+use corecast_engine::config::{Config, ConfigError, MergePolicy};
 
 fn error_of(text: &str) -> String {
     match Config::from_toml_str(text) {
@@ -148,6 +148,11 @@ fn out_of_range_values_are_invalid_with_key_and_value() {
             "network.max-pending-acks",
             "0",
         ),
+        (
+            "[split-brain]\nprobe-interval-millis = 50",
+            "split-brain.probe-interval-millis",
+            "50",
+        ),
         ("[migration]\nwindow = 0", "migration.window", "0"),
         ("[migration]\ntimeout-millis = 0", "migration.timeout-millis", "0"),
     ] {
@@ -267,4 +272,82 @@ fn backup_policies_resolve_per_service_and_per_object() {
     assert_eq!(Config::default().replica_slots(), 2);
     let unknown = Config::from_toml_str("[[services]]\nname = \"kv\"\nbackups = 2");
     assert!(unknown.is_err(), "unknown keys in a service are refused");
+}
+
+#[test]
+fn merge_policies_resolve_per_object_then_service_then_default_and_unknown_ones_are_named() {
+    let config = Config::from_toml_str(
+        r#"
+        [split-brain]
+        merge-policy = "latest-update"
+        [[services]]
+        name = "map"
+        merge-policy = "higher-hits"
+        [[services.objects]]
+        name = "sessions"
+        merge-policy = "pass-through"
+        [[services]]
+        name = "atomic"
+        "#,
+    )
+    .unwrap();
+    assert_eq!(
+        config.merge_policy("map", Some("sessions")),
+        MergePolicy::PassThrough
+    );
+    assert_eq!(
+        config.merge_policy("map", Some("other")),
+        MergePolicy::HigherHits
+    );
+    assert_eq!(
+        config.merge_policy("atomic", None),
+        MergePolicy::LatestUpdate
+    );
+    assert_eq!(
+        Config::from_toml_str("").unwrap().merge_policy("map", None),
+        MergePolicy::PutIfAbsent
+    );
+    for p in [
+        MergePolicy::PassThrough,
+        MergePolicy::PutIfAbsent,
+        MergePolicy::HigherHits,
+        MergePolicy::LatestUpdate,
+        MergePolicy::Discard,
+    ] {
+        assert_eq!(MergePolicy::from_wire(p.to_wire()), Some(p), "{}", p.name());
+    }
+    assert_eq!(MergePolicy::from_wire(200), None);
+    let e = error_of("[split-brain]\nmerge-policy = \"newest\"");
+    assert!(e.contains("merge-policy") && e.contains("newest"), "{e}");
+    let e = set(&["split-brain.merge-policy=bogus"])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("bogus"), "{e}");
+}
+
+#[test]
+fn a_merge_policy_decides_between_two_entries_as_hazelcasts_does() {
+    use corecast_engine::config::EntryStats;
+    let old = EntryStats {
+        hits: 1,
+        updated_millis: 100,
+    };
+    let new_hot = EntryStats {
+        hits: 9,
+        updated_millis: 200,
+    };
+    let p = |p: MergePolicy, m, e| p.merging_wins(m, e);
+    assert!(p(MergePolicy::PassThrough, old, Some(new_hot)));
+    assert!(!p(MergePolicy::PutIfAbsent, new_hot, Some(old)));
+    assert!(p(MergePolicy::PutIfAbsent, old, None));
+    assert!(p(MergePolicy::HigherHits, new_hot, Some(old)));
+    assert!(!p(MergePolicy::HigherHits, old, Some(new_hot)));
+    assert!(
+        !p(MergePolicy::HigherHits, old, Some(old)),
+        "a tie keeps the existing"
+    );
+    assert!(p(MergePolicy::LatestUpdate, new_hot, Some(old)));
+    assert!(!p(MergePolicy::LatestUpdate, old, Some(new_hot)));
+    assert!(!p(MergePolicy::Discard, new_hot, Some(old)));
+    assert!(!p(MergePolicy::Discard, new_hot, None));
 }

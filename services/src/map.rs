@@ -6,15 +6,32 @@
 //! the [`Map`] proxy, [`TypedMap`], [`MapListener`] and [`EntryEvent`].
 //!
 //! Writes run on the key's owner and send their backup as one idempotent [`Apply`] carrying the
-//! owner's decisions (the expiry time it computed, the entries it evicted), so backups hold what
-//! the owner holds. Expiry times are absolute (ms since the Unix epoch): owner and backups drop
-//! an entry at the same moment (each on its own tick); the owner publishes the `Expired` event.
+//! owner's decisions (the expiry time it computed, the entries it evicted, the update time and
+//! hits it gave the entry), so backups hold what the owner holds. Expiry times are absolute (ms
+//! since the Unix epoch): owner and backups drop an entry at the same moment (each on its own
+//! tick); the owner publishes the `Expired` event.
+//!
+//! Every entry knows when it was last written and how often it was read, for the split-brain
+//! merge policies `latest-update` and `higher-hits` ([`merge`]):
+//! - **Update time**: the owner's clock (ms since the epoch) when a put, set, put-if-absent,
+//!   replace, put-all or update stored the value. Changing only the TTL (`SetTtl`) keeps it. A
+//!   merged entry keeps the merging side's.
+//! - **Hits**: reads on the owner that found the entry live: `get`, each key `get_all` found,
+//!   and `contains_key` (the operations Hazelcast counts as accesses). Scans (size, entries,
+//!   keys, values), `ttl` and reads that a backup serves under `read-backup-data` count nothing.
+//!   A write over a live entry keeps its hits (unlike Hazelcast, whose put also counts as an
+//!   access: hits here are reads only, as for every service's [`EntryStats`]); a new entry, or one
+//!   replacing an expired entry, starts at 0. Saturating at `u32::MAX`.
+//! - **On backups**: each write's backup carries the owner's update time and hits, so a promoted
+//!   backup has the entry's update time, and its hits as they were at the last write (reads are
+//!   not replicated). Replica data (migration, repair) carries both as the source holds them.
 //!
 //! Config (`[[services]] name = "map"`, `[services.properties]`): `ttl-secs` (default TTL, 0 =
 //! none), `max-entries` (per map, cluster-wide, enforced per partition as
 //! ⌈max-entries / partition-count⌉; 0 = unbounded), `eviction` (`lru`, `lfu`, `random`, or
 //! `none`: a full map refuses new keys); the same three keys under `maps.NAME` for one map.
 
+pub mod merge;
 pub mod store;
 pub mod update;
 
@@ -26,7 +43,7 @@ use corecast_engine::payload::{decode, encode, Payload};
 use corecast_engine::prelude::*;
 use corecast_engine::PartitionCount;
 
-use store::{pack, Eviction, Packed, Store};
+use store::{pack_with, Eviction, Meta, Packed, Store};
 
 /// The map service.
 pub struct MapService {
@@ -37,6 +54,55 @@ pub struct MapService {
 
 /// One partition's maps.
 pub type Container = AHashMap<String, Store>;
+
+/// One entry as it travels to another replica (replica data, a backup's put) or cluster (a
+/// merge): everything the store records of it.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct EntryData {
+    /// The key.
+    pub key: Vec<u8>,
+    /// The value.
+    pub value: Vec<u8>,
+    /// When it expires, in ms since the epoch; 0 for never.
+    pub expires_at: u64,
+    /// When the owner last wrote its value, in ms since the epoch.
+    pub updated_millis: u64,
+    /// Reads of it on the owner (see the module doc).
+    pub hits: u32,
+}
+
+impl EntryData {
+    /// A packed entry's data.
+    pub fn of(e: &[u8]) -> Self {
+        let meta = store::meta(e);
+        Self {
+            key: store::key(e).to_vec(),
+            value: store::value(e).to_vec(),
+            expires_at: meta.expires_at,
+            updated_millis: meta.updated_millis,
+            hits: meta.hits,
+        }
+    }
+}
+
+impl ArchivedEntryData {
+    /// What the store records besides key and value.
+    pub fn meta(&self) -> Meta {
+        Meta {
+            expires_at: self.expires_at.to_native(),
+            updated_millis: self.updated_millis.to_native(),
+            hits: self.hits.to_native(),
+        }
+    }
+
+    /// The entry, packed for a store. A key longer than [`store::MAX_KEY`] (only from a peer
+    /// that sent garbage: owners check keys before storing them) is cut to it, so the packed
+    /// layout stays sound.
+    pub fn pack(&self) -> Packed {
+        let key = &self.key[..self.key.len().min(store::MAX_KEY)];
+        pack_with(key, &self.value, self.meta())
+    }
+}
 
 /// One map's limits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -139,7 +205,7 @@ impl Service for MapService {
     const NAME: &'static str = "map";
     const ID: ServiceId = ServiceId(18);
     type Container = Container;
-    type ReplicaData = Vec<(String, Vec<(Vec<u8>, Vec<u8>, u64)>)>;
+    type ReplicaData = Vec<(String, Vec<EntryData>)>;
 
     fn init(ctx: &ServiceContext, properties: &Properties) -> Result<Self, ServiceError> {
         Ok(MapService {
@@ -164,6 +230,7 @@ impl Service for MapService {
             .add::<SetTtl>()
             .add::<Ttl>()
             .add::<update::Update>()
+            .add::<merge::Merge>()
             .add::<Apply>();
     }
 
@@ -175,19 +242,7 @@ impl Service for MapService {
         let data: Self::ReplicaData = container
             .iter()
             .filter(|(_, s)| !s.is_empty())
-            .map(|(name, s)| {
-                let entries = s
-                    .iter()
-                    .map(|e| {
-                        (
-                            store::key(e).to_vec(),
-                            store::value(e).to_vec(),
-                            store::expires(e),
-                        )
-                    })
-                    .collect();
-                (name.clone(), entries)
-            })
+            .map(|(name, s)| (name.clone(), s.iter().map(|e| EntryData::of(e)).collect()))
             .collect();
         (!data.is_empty()).then_some(data)
     }
@@ -197,9 +252,14 @@ impl Service for MapService {
         for map in data.iter() {
             let s = container.entry(map.0.to_string()).or_default();
             for e in map.1.iter() {
-                s.insert(pack(&e.0, &e.1, e.2.to_native()), Eviction::Lru, now);
+                s.insert(e.pack(), Eviction::Lru, now);
             }
         }
+    }
+
+    /// Every map's live entries, as [`merge::Merge`] operations under the map's merge policy.
+    fn merge(container: &Container, out: &mut MergeOps<'_>) {
+        merge::merge_ops(container, out, now_millis());
     }
 
     fn tick(&mut self, container: &mut Container, ctx: &TickContext<'_>) {
@@ -327,9 +387,9 @@ fn check_key(key: &[u8]) -> Result<(), OpError> {
     Ok(())
 }
 
-/// What a write did: the value it replaced (live), whether it changed anything, the expiry it
-/// gave the entry and the keys it evicted. Backups are built from it.
-#[derive(Archive, Serialize, Deserialize, Debug, Default)]
+/// What a write did: the value it replaced (live), whether it changed anything, the expiry,
+/// update time and hits it gave the entry and the keys it evicted. Backups are built from it.
+#[derive(Archive, Serialize, Deserialize, Debug, Default, Clone, PartialEq, Eq)]
 pub struct Written {
     /// The live value before, if any.
     pub old: Option<Vec<u8>>,
@@ -339,9 +399,23 @@ pub struct Written {
     pub expires_at: u64,
     /// Keys evicted to make room.
     pub evicted: Vec<Vec<u8>>,
+    /// The entry's update time (ms since the epoch).
+    pub updated_millis: u64,
+    /// The entry's hits after the write.
+    pub hits: u32,
 }
 
-/// Stores `key` → `value` as the owner: eviction, events, the answer.
+/// Whose hits an entry stored by [`put_entry`] has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Hits {
+    /// Those of the live entry it replaces (0 for a new key): a caller's write keeps what reads
+    /// counted.
+    Kept,
+    /// Those it carries: a merging entry's.
+    Carried,
+}
+
+/// Stores `key` → `value` as the owner, written now by a caller: eviction, events, the answer.
 fn write(
     ctx: &mut OpContext<'_, MapService>,
     name: &str,
@@ -350,11 +424,33 @@ fn write(
     ttl_ms: i64,
     want_old: bool,
 ) -> Result<Written, OpError> {
-    check_key(key)?;
     let now = now_millis();
     let settings = ctx.service.settings.of(name);
+    let meta = Meta {
+        expires_at: expiry_of(ttl_ms, &settings, now),
+        updated_millis: now,
+        hits: 0,
+    };
+    put_entry(ctx, name, (key, value), meta, Hits::Kept, want_old, now)
+}
+
+/// Stores `key` → `value` with `meta` as the owner at `now`: the map's bound (expired entries
+/// first, then the eviction policy's picks; a full map without eviction refuses a new key),
+/// the `Added` or `Updated` event, the record backups are built from.
+///
+/// Errors: a key over [`store::MAX_KEY`], a full map with eviction `none`.
+fn put_entry(
+    ctx: &mut OpContext<'_, MapService>,
+    name: &str,
+    (key, value): (&[u8], &[u8]),
+    meta: Meta,
+    hits: Hits,
+    want_old: bool,
+    now: u64,
+) -> Result<Written, OpError> {
+    check_key(key)?;
+    let settings = ctx.service.settings.of(name);
     let cap = ctx.service.cap(&settings);
-    let expires_at = expiry_of(ttl_ms, &settings, now);
     let events = *ctx.events();
     let policy = settings.eviction.unwrap_or(Eviction::Lru);
     let s = match ctx.container.get_mut(name) {
@@ -383,7 +479,11 @@ fn write(
             evicted.push(store::key(&e).to_vec());
         }
     }
-    let old = s.insert(pack(key, value, expires_at), policy, now);
+    let entry = pack_with(key, value, meta);
+    let (old, hits) = match hits {
+        Hits::Kept => s.write(entry, policy, now),
+        Hits::Carried => (s.insert(entry, policy, now), meta.hits),
+    };
     let live_old = old.filter(|o| store::live(o, now));
     match &live_old {
         Some(o) => publish(&events, name, EventKind::Updated, o, Some(value)),
@@ -396,9 +496,39 @@ fn write(
             None
         },
         changed: true,
-        expires_at,
+        expires_at: meta.expires_at,
         evicted,
+        updated_millis: meta.updated_millis,
+        hits,
     })
+}
+
+/// How a read operation reads an entry: on the owner it counts a hit and notes the access for
+/// eviction; a backup serving the read (`read-backup-data`) changes nothing, so backups stay as
+/// the owner's writes left them.
+struct Reader {
+    now: u64,
+    eviction: Option<Eviction>,
+    owner: bool,
+}
+
+impl Reader {
+    fn of(ctx: &OpContext<'_, MapService>, name: &str) -> Self {
+        Self {
+            now: now_millis(),
+            eviction: ctx.service.settings.of(name).eviction,
+            owner: !ctx.replica_index().is_backup(),
+        }
+    }
+
+    /// The live entry of `key`.
+    fn read<'s>(&self, s: &'s mut Store, key: &[u8]) -> Option<&'s Packed> {
+        if self.owner {
+            s.read(key, self.now, self.eviction)
+        } else {
+            s.get(key, self.now)
+        }
+    }
 }
 
 /// Removes `key` as the owner; the live value it had.
@@ -414,11 +544,18 @@ fn remove(ctx: &mut OpContext<'_, MapService>, name: &str, key: &[u8]) -> Option
     Some(e)
 }
 
-/// The steps a backup takes for one write: drop what the owner evicted, store the entry.
+/// The steps a backup takes for one write: drop what the owner evicted, store the entry as the
+/// owner stored it.
 fn write_steps(key: &[u8], value: &[u8], w: &Written) -> [Step; 2] {
     [
         Step::Remove(w.evicted.clone()),
-        Step::Put(key.to_vec(), value.to_vec(), w.expires_at),
+        Step::Put(EntryData {
+            key: key.to_vec(),
+            value: value.to_vec(),
+            expires_at: w.expires_at,
+            updated_millis: w.updated_millis,
+            hits: w.hits,
+        }),
     ]
 }
 
@@ -472,7 +609,7 @@ impl Operation for Put {
     }
 }
 
-/// Reads a key.
+/// Reads a key (on the owner, a hit).
 #[derive(Archive, Serialize, Deserialize)]
 pub struct Get {
     /// The map.
@@ -491,17 +628,11 @@ impl Operation for Get {
         op: &Archived<Self>,
         ctx: &mut OpContext<MapService>,
     ) -> Result<Option<Vec<u8>>, OpError> {
-        let now = now_millis();
-        let policy = ctx.service.settings.of(&op.name).eviction;
-        let backup = ctx.replica_index().is_backup();
+        let reader = Reader::of(ctx, &op.name);
         let Some(s) = ctx.container.get_mut(op.name.as_str()) else {
             return Ok(None);
         };
-        let found = s.get(&op.key, now).map(|e| store::value(e).to_vec());
-        if let (Some(_), Some(policy), false) = (&found, policy, backup) {
-            s.touch(&op.key, policy, now);
-        }
-        Ok(found)
+        Ok(reader.read(s, &op.key).map(|e| store::value(e).to_vec()))
     }
 }
 
@@ -542,7 +673,7 @@ impl Operation for Remove {
     }
 }
 
-/// Whether a key has a live value.
+/// Whether a key has a live value (on the owner, a hit when it has).
 #[derive(Archive, Serialize, Deserialize)]
 pub struct ContainsKey {
     /// The map.
@@ -558,11 +689,11 @@ impl Operation for ContainsKey {
     const READS_ONLY: bool = true;
     map_object!();
     fn run(op: &Archived<Self>, ctx: &mut OpContext<MapService>) -> Result<bool, OpError> {
-        let now = now_millis();
-        Ok(ctx
-            .container
-            .get(op.name.as_str())
-            .is_some_and(|s| s.get(&op.key, now).is_some()))
+        let reader = Reader::of(ctx, &op.name);
+        let Some(s) = ctx.container.get_mut(op.name.as_str()) else {
+            return Ok(false);
+        };
+        Ok(reader.read(s, &op.key).is_some())
     }
 }
 
@@ -671,7 +802,7 @@ impl Operation for Replace {
 /// `replace(key, old, new)`; runs as [`Replace`].
 pub type ReplaceIfEqual = Replace;
 
-/// The live values of some keys of one partition.
+/// The live values of some keys of one partition (on the owner, a hit for each found).
 #[derive(Archive, Serialize, Deserialize)]
 pub struct GetAll {
     /// The map.
@@ -690,16 +821,16 @@ impl Operation for GetAll {
         op: &Archived<Self>,
         ctx: &mut OpContext<MapService>,
     ) -> Result<Self::Response, OpError> {
-        let now = now_millis();
-        let Some(s) = ctx.container.get(op.name.as_str()) else {
+        let reader = Reader::of(ctx, &op.name);
+        let Some(s) = ctx.container.get_mut(op.name.as_str()) else {
             return Ok(Vec::new());
         };
         Ok(op
             .keys
             .iter()
             .filter_map(|k| {
-                s.get(k, now)
-                    .map(|e| (k.to_vec(), store::value(e).to_vec()))
+                let e = reader.read(s, k)?;
+                Some((k.to_vec(), store::value(e).to_vec()))
             })
             .collect())
     }
@@ -916,8 +1047,8 @@ pub enum Step {
     Clear,
     /// Remove these keys.
     Remove(Vec<Vec<u8>>),
-    /// Store key, value, expiry.
-    Put(Vec<u8>, Vec<u8>, u64),
+    /// Store an entry with the owner's expiry, update time and hits.
+    Put(EntryData),
     /// Give an existing key a new expiry.
     Expire(Vec<u8>, u64),
 }
@@ -955,8 +1086,8 @@ impl Operation for Apply {
                         s.remove(k);
                     }
                 }
-                ArchivedStep::Put(k, v, at) => {
-                    s.insert(pack(k, v, at.to_native()), Eviction::Lru, now);
+                ArchivedStep::Put(e) => {
+                    s.insert(e.pack(), Eviction::Lru, now);
                 }
             }
         }
