@@ -288,7 +288,7 @@ impl Writer {
     /// Closes at once: drops what is queued and shuts the socket down, which also fails a
     /// write in flight to a peer that does not read (else the writer task, its buffer and the
     /// socket would wait on that peer for ever).
-    fn abort(&self) {
+    pub fn abort(&self) {
         *self.buf.borrow_mut() = AlignedVec::new();
         if let Some(sock) = self.direct.borrow().as_ref() {
             let _ = sock.shutdown(std::net::Shutdown::Both);
@@ -639,6 +639,12 @@ impl Outbound {
     /// Closes the connection.
     pub fn close(&self) {
         self.writer.close();
+    }
+
+    /// Tears the connection down at once, both ways: what is queued is dropped and calls in
+    /// flight fail as lost (a cut network, for fault injection).
+    pub fn abort(&self) {
+        self.writer.abort();
     }
 }
 

@@ -13,10 +13,12 @@
 //!   replicas (sync acks, async bounded), anti-entropy, the control plane on shard 0, installed
 //!   on a member or a smart client as the engine's extension.
 //! - [`cluster`]: starting a networked member or a smart client.
+//! - [`faults`]: fault injection (cutting a member off from peers: a network split).
 //! - `sys` (private): duplicate descriptors and listening sockets.
 
 pub mod cluster;
 pub mod conn;
+pub mod faults;
 pub mod frame;
 pub mod fuzz;
 pub mod membership;
@@ -28,5 +30,6 @@ pub mod wire;
 
 pub use cluster::{start_client, start_member};
 pub use node::{
-    batch_stats, BatchStats, ClusterStatus, MemberStatus, NetError, Network, StreamStats,
+    batch_stats, BatchStats, ClusterStatus, MemberStatus, MergeStats, NetError, Network,
+    StreamStats,
 };

@@ -39,6 +39,8 @@ use crate::wire::{Control, MemberEntry, Role, Status, WireError};
 
 mod events;
 mod many;
+mod merge;
+pub use merge::MergeStats;
 
 pub use many::{batch_stats, BatchStats};
 
@@ -203,6 +205,8 @@ struct Shared {
     /// Clients: the members' headline numbers, by member id, as last answered.
     member_stats: AHashMap<u64, MemberStats>,
     start_errors: Vec<NetError>,
+    /// Split-brain merges this member made.
+    merge: MergeStats,
 }
 
 /// The network layer of one member or client: an [`Extension`] for the engine.
@@ -234,6 +238,8 @@ pub struct Network {
     drop_backups_percent: u8,
     /// `[migration]`: parallelism, chunks, timeouts.
     migration: MigrationConfig,
+    /// How often a master looks for another cluster of its name (`None`: never).
+    split_brain_probe: Option<Duration>,
     /// Control-plane state read by the embedded API (never on the operation path).
     shared: Mutex<Shared>,
 }
@@ -294,6 +300,7 @@ impl Network {
             async_queue: config.backups.async_queue_kib as usize * 1024,
             drop_backups_percent: config.backups.failpoint_drop_backups_percent,
             migration: config.migration.clone(),
+            split_brain_probe: config.split_brain.probe_interval(),
             shared: Mutex::new(Shared::default()),
         })
     }
@@ -399,6 +406,11 @@ impl Network {
     /// The migration streams this member sent so far.
     pub fn stream_stats(&self) -> StreamStats {
         self.lock().streams
+    }
+
+    /// The split-brain merges this member made into another cluster, and their operations.
+    pub fn merge_stats(&self) -> MergeStats {
+        self.lock().merge
     }
 
     fn stream_sent(&self, bytes: u64, took: Duration) {
@@ -604,6 +616,13 @@ thread_local! {
     static SHARD: RefCell<Option<Rc<ShardNet>>> = const { RefCell::new(None) };
 }
 
+/// Fault injection on the calling shard (see [`crate::faults`]); nothing off a shard.
+pub(crate) fn set_blocked_here(addrs: ahash::AHashSet<SocketAddr>) {
+    if let Some(sn) = SHARD.with(|s| s.borrow().clone()) {
+        sn.set_blocked(addrs);
+    }
+}
+
 /// The member list and table one shard routes with.
 #[derive(Clone)]
 struct View {
@@ -660,6 +679,25 @@ struct ShardNet {
     paused: std::cell::Cell<u64>,
     /// Requests refused as overloaded.
     overloaded: std::cell::Cell<u64>,
+    /// Fault injection ([`crate::faults`]): peers this shard neither connects to nor keeps a
+    /// connection with.
+    blocked: RefCell<ahash::AHashSet<SocketAddr>>,
+    /// Until when this member may answer as an owner (the membership machine's lease, sent
+    /// from shard 0 every control step), and whether it could at the last check.
+    lease_until: std::cell::Cell<Option<Instant>>,
+    leased: std::cell::Cell<bool>,
+    /// Partitions a migration installed here whose master left before this member saw its
+    /// commit: kept until the next table says whether this member holds them.
+    orphans: RefCell<ahash::AHashSet<u32>>,
+}
+
+/// What a sync backup's answer means for the write.
+enum BackupAnswer {
+    /// Done: applied or gone (`Ok`), or this owner was deposed (`Err`).
+    Settled(Result<(), OpError>),
+    /// Refused by a backup whose table is older than the frame's, or that is out of step and
+    /// fetching the partition: send it again.
+    Behind,
 }
 
 /// A backup frame kept while its replica fetches the partition.
@@ -668,6 +706,8 @@ struct QueuedBackup {
     payload: Bytes,
     /// Where its ack goes.
     writer: Rc<Writer>,
+    /// The member that sent it (its hello's id).
+    sender: Option<MemberId>,
 }
 
 struct Control0 {
@@ -690,7 +730,8 @@ impl ShardNet {
                         net.timing,
                         Instant::now(),
                     )
-                    .with_migration(net.migration.parallel as usize, net.migration.timeout()),
+                    .with_migration(net.migration.parallel as usize, net.migration.timeout())
+                    .with_split_brain_probe(net.split_brain_probe),
                 )
             }),
             subscribers: RefCell::new(Vec::new()),
@@ -725,6 +766,10 @@ impl ShardNet {
             rejected: std::cell::Cell::new(0),
             paused: std::cell::Cell::new(0),
             overloaded: std::cell::Cell::new(0),
+            blocked: RefCell::new(ahash::AHashSet::new()),
+            lease_until: std::cell::Cell::new(None),
+            leased: std::cell::Cell::new(false),
+            orphans: RefCell::new(ahash::AHashSet::new()),
         });
         SHARD.with(|s| *s.borrow_mut() = Some(sn.clone()));
         if net.role == Role::Member {
@@ -776,8 +821,18 @@ impl ShardNet {
 
     fn owns(&self, partition: PartitionId) -> bool {
         self.net.role == Role::Member
+            && self.leased.get()
             && self.view.borrow().table.owner(partition) == Some(self.net.id)
             && !self.is_fenced(partition)
+    }
+
+    /// Checks the owner's lease against the clock (once per batch of requests read, not per
+    /// request): a member that heard from no one in its cluster for most of a member timeout
+    /// answers nothing as owner, so a member resuming from a pause serves none of the requests
+    /// queued meanwhile from its stale data (they are refused and retried at the new owner).
+    fn check_lease(&self, now: Instant) {
+        self.leased
+            .set(self.lease_until.get().is_some_and(|until| now <= until));
     }
 
     /// Whether a backup's newer table deposed this member as `partition`'s owner (and this
@@ -792,18 +847,26 @@ impl ShardNet {
         fenced.contains_key(&partition.0)
     }
 
-    /// A sync backup answered `answer` to a backup of `partition`: `Err` (and the partition
-    /// fenced) when it refused it as not a backup under a newer table than this shard's.
-    fn backup_answer(&self, partition: PartitionId, answer: conn::Response) -> Result<(), OpError> {
+    /// A sync backup answered `answer` to a backup of `partition` sent with table `sent_with`:
+    /// `Err` (and the partition fenced) when it refused it as not a backup under a newer table
+    /// than this shard's; [`BackupAnswer::Behind`] when it refused it under an older one (it is
+    /// about to be a backup: the frame goes again once its table catches up).
+    fn backup_answer(
+        &self,
+        partition: PartitionId,
+        sent_with: u64,
+        answer: conn::Response,
+    ) -> BackupAnswer {
         let Ok((h, body)) = answer else {
             // The backup is gone: it does not count as a live one.
-            return Ok(());
+            return BackupAnswer::Settled(Ok(()));
         };
         if h.status == Status::Ok as u16 {
-            return Ok(());
+            return BackupAnswer::Settled(Ok(()));
         }
         let refused = payload::decode::<WireError>(&body).map(|w| w.to_op_error());
         match refused {
+            Ok(OpError::WrongTarget { version, .. }) if version < sent_with => BackupAnswer::Behind,
             Ok(OpError::WrongTarget { version, .. })
                 if version > self.view.borrow().table.version =>
             {
@@ -815,9 +878,65 @@ impl ShardNet {
                      table arrives"
                 );
                 self.fenced.borrow_mut().insert(partition.0, version);
-                Err(OpError::WrongTarget { partition, version })
+                BackupAnswer::Settled(Err(OpError::WrongTarget { partition, version }))
             }
-            _ => Ok(()),
+            // A table of the same version (or between the frame's and this shard's) that does
+            // not name this member owner: another cluster's, across a split that healed and has
+            // not merged yet. The write is on this member alone: not done (seed 1422).
+            Ok(OpError::WrongTarget { version, .. }) => {
+                BackupAnswer::Settled(Err(OpError::WrongTarget { partition, version }))
+            }
+            // Out of step and not fetched into step yet: it may be in a moment; meanwhile the
+            // write is on this member alone (the simulation's data model took this as an ack).
+            Ok(OpError::Unavailable { .. }) => BackupAnswer::Behind,
+            // A backup operation that failed there fails the same way every time: the replica
+            // is repaired by anti-entropy, and the write stands on the live replicas that took it.
+            Ok(e) => {
+                tracing::warn!(%partition, error = %e, "a backup operation failed on the backup");
+                BackupAnswer::Settled(Ok(()))
+            }
+            Err(e) => {
+                tracing::warn!(%partition, error = %e, "a backup's refusal did not decode");
+                BackupAnswer::Settled(Ok(()))
+            }
+        }
+    }
+
+    /// Waits for a sync backup's answer to the frame already sent (`first`) and, while the
+    /// backup's table is older than the one the frame was routed with (a member that installed
+    /// the partition and has not heard of the table naming it backup yet), sends the frame again
+    /// with a growing pause: an ack is what makes the write survive this owner's death. The
+    /// caller's ack timeout bounds the whole wait. Found by reasoning over the seeded
+    /// simulation's data model: acknowledging on such a refusal left the write on the owner
+    /// alone.
+    async fn await_backup(
+        self: Rc<Self>,
+        addr: SocketAddr,
+        mut header: Header,
+        payload: Bytes,
+        first: conn::Response,
+    ) -> Result<(), OpError> {
+        let partition = PartitionId(header.partition);
+        let mut answer = first;
+        let mut pause = Duration::from_millis(1);
+        loop {
+            if let Err(e) = &answer {
+                tracing::debug!(%addr, error = %e, "sync backup lost");
+            }
+            match self.backup_answer(partition, header.table_version, answer) {
+                BackupAnswer::Settled(result) => return result,
+                BackupAnswer::Behind => {}
+            }
+            glommio::timer::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(50));
+            header.correlation = self.next_call();
+            answer = match self.connection(addr).await {
+                Ok(c) => c.call(header, &payload).await,
+                Err(e) => {
+                    tracing::debug!(%addr, error = %e, "backup member not reachable");
+                    return Ok(());
+                }
+            };
         }
     }
 
@@ -859,6 +978,12 @@ impl ShardNet {
     }
 
     async fn connect(self: &Rc<Self>, addr: SocketAddr) -> Result<Rc<Outbound>, ConnError> {
+        if self.blocked.borrow().contains(&addr) {
+            return Err(ConnError::Io {
+                addr,
+                reason: "cut off by fault injection".into(),
+            });
+        }
         let timeout = self.net.timing.member_timeout.min(Duration::from_secs(2));
         let (stream, rb) = conn::connect(
             addr,
@@ -886,6 +1011,31 @@ impl ShardNet {
                 }
             },
         )
+    }
+
+    /// Shard 0: the owner's lease, here and on every other shard.
+    fn spread_lease(&self, until: Option<Instant>, now: Instant) {
+        self.lease_until.set(until);
+        self.check_lease(now);
+        self.on_shards(1..self.shards.get(), move || {
+            if let Some(sn) = SHARD.with(|s| s.borrow().clone()) {
+                sn.lease_until.set(until);
+                sn.check_lease(Instant::now());
+            }
+        });
+    }
+
+    /// Fault injection: from now on this shard makes no connection to `addrs` and closes the
+    /// ones it has (the peers' connections to it close when they block this member in turn).
+    pub(crate) fn set_blocked(&self, addrs: ahash::AHashSet<SocketAddr>) {
+        self.conns.borrow_mut().retain(|addr, c| {
+            let cut = addrs.contains(addr);
+            if cut {
+                c.abort();
+            }
+            !cut
+        });
+        *self.blocked.borrow_mut() = addrs;
     }
 
     /// Sends a control message to the member at base address `addr` (in the background); to
@@ -1033,6 +1183,7 @@ impl ShardNet {
                     depth,
                     replicas,
                     migrations,
+                    ..
                 },
             ) => {
                 let partitions = self.partitions.get() as usize;
@@ -1102,6 +1253,8 @@ impl ShardNet {
                     tracing::info!(address = %self.net.bind, "handed over; out of the member list");
                     self.net.lock().left = true;
                 }
+                Action::Merge { target } => self.start_merge(target),
+                Action::Reset => self.start_reset(),
             }
         }
     }
@@ -1198,10 +1351,15 @@ impl ShardNet {
                 if !adopted.contains(&p.0) {
                     extension::became_owner(p);
                 }
-            } else if now.is_none() && was.is_some() {
+            } else if now.is_none() && was.is_some() && !self.migrations.borrow().has_installed(p) {
+                // A partition a migration installed here is left to its commit or rollback: a
+                // table published before the commit can arrive after the copy, and the commit
+                // then names this member (the simulation's data model, seed 173).
                 extension::drop_replica(p);
             }
         }
+        drop(view);
+        self.settle_orphans();
         self.entropy.notify();
     }
 
@@ -1283,6 +1441,11 @@ impl ShardNet {
                 Some(m) if m.id == self.net.id && self.is_fenced(partition) => {
                     // Deposed by a newer table this shard has not seen yet: wait for it.
                     last = format!("{partition} is fenced until a newer partition table");
+                    held = true;
+                }
+                Some(m) if m.id == self.net.id && !self.leased.get() => {
+                    // Heard from no one for too long: perhaps removed; wait for the cluster.
+                    last = format!("{partition}: this member's owner lease ran out");
                     held = true;
                 }
                 Some(m) if m.id == self.net.id && self.net.role == Role::Member => {
@@ -1471,8 +1634,10 @@ async fn control_loop(sn: Rc<ShardNet>) {
     };
     if let Some(machine) = &control.machine {
         loop {
-            machine.borrow_mut().tick(Instant::now());
+            let now = Instant::now();
+            machine.borrow_mut().tick(now);
             sn.process();
+            sn.spread_lease(machine.borrow().lease_until(now), now);
             glommio::timer::sleep(step).await;
         }
     }
@@ -1558,7 +1723,7 @@ async fn serve_connection(
     let Some((h, payload)) = first else {
         return Ok(());
     };
-    let client;
+    let (client, member);
     let refusal = match (h.kind, conn::decode_control(&payload, peer)) {
         (
             FrameKind::Control,
@@ -1570,6 +1735,7 @@ async fn serve_connection(
             }),
         ) => {
             client = (role == Role::Client).then_some(id);
+            member = (role == Role::Member).then_some(MemberId(id));
             if cluster != sn.net.cluster {
                 Some(format!(
                     "cluster name mismatch: this member is in `{}`, the peer in `{cluster}`",
@@ -1607,7 +1773,7 @@ async fn serve_connection(
         inbound.retain(|w| w.strong_count() > 0);
         inbound.push(Rc::downgrade(&writer));
     }
-    let result = serve_frames(sn, reader, rb, &writer, peer).await;
+    let result = serve_frames(sn, reader, rb, &writer, peer, member).await;
     writer.close();
     if let (Some(id), Role::Member, 0) = (client, sn.net.role, sn.shard.0) {
         // What the client held (a lock) is released by the services on this member.
@@ -1627,9 +1793,10 @@ async fn serve_frames(
     rb: ReadBuf,
     writer: &Rc<Writer>,
     peer: SocketAddr,
+    member: Option<MemberId>,
 ) -> Result<(), ConnError> {
     let mut held = events::Held::default();
-    let result = serve_requests(sn, stream, rb, writer, peer, &mut held).await;
+    let result = serve_requests(sn, stream, rb, writer, peer, member, &mut held).await;
     held.release();
     result
 }
@@ -1667,6 +1834,7 @@ async fn serve_requests(
     mut rb: ReadBuf,
     writer: &Rc<Writer>,
     peer: SocketAddr,
+    member: Option<MemberId>,
     held: &mut events::Held,
 ) -> Result<(), ConnError> {
     let mut out = Bytes::new();
@@ -1741,7 +1909,7 @@ async fn serve_requests(
                     sn.on_control(msg, Some(writer));
                 }
                 FrameKind::Replica => {
-                    if let Err(reason) = sn.on_replica(&h, payload, writer) {
+                    if let Err(reason) = sn.on_replica(&h, payload, writer, member) {
                         return Err(ConnError::Protocol { addr: peer, reason });
                     }
                 }
@@ -1762,6 +1930,10 @@ async fn serve_requests(
             return rb
                 .finish()
                 .map_err(|source| ConnError::Frame { addr: peer, source });
+        }
+        // What was read may have waited in the socket through a pause of this process.
+        if sn.net.role == Role::Member {
+            sn.check_lease(Instant::now());
         }
     }
 }
@@ -1931,10 +2103,7 @@ impl ShardNet {
                         let this = self.clone();
                         waits.push(Box::pin(async move {
                             let answer = slot.take().await;
-                            if let Err(e) = &answer {
-                                tracing::debug!(%addr, error = %e, "sync backup lost");
-                            }
-                            this.backup_answer(partition, answer)
+                            this.await_backup(addr, header, payload, answer).await
                         }))
                     }
                     Err(e) => tracing::debug!(%addr, error = %e, "sync backup not sent"),
@@ -1952,7 +2121,7 @@ impl ShardNet {
                         match this.connection(addr).await {
                             Ok(c) if sync => {
                                 let answer = c.call(header, &payload).await;
-                                this.backup_answer(partition, answer)
+                                this.await_backup(addr, header, payload, answer).await
                             }
                             Ok(c) => {
                                 let _ = c.send(&header, &payload);
@@ -2003,6 +2172,7 @@ impl ShardNet {
         h: &Header,
         payload: &[u8],
         writer: &Rc<Writer>,
+        sender: Option<MemberId>,
     ) -> Result<(), String> {
         if h.partition >= self.partitions.get()
             || self.shards.shard_of(PartitionId(h.partition)) != self.shard
@@ -2024,10 +2194,11 @@ impl ShardNet {
                         header: *h,
                         payload: copy(payload),
                         writer: writer.clone(),
+                        sender,
                     });
                     return Ok(());
                 }
-                let gap = self.apply_backup(h, payload, writer);
+                let gap = self.apply_backup(h, payload, writer, sender);
                 if gap {
                     self.syncing.borrow_mut().insert(
                         partition,
@@ -2035,6 +2206,7 @@ impl ShardNet {
                             header: *h,
                             payload: copy(payload),
                             writer: writer.clone(),
+                            sender,
                         }],
                     );
                     self.start_sync(PartitionId(partition));
@@ -2077,14 +2249,29 @@ impl ShardNet {
             .replica_index(partition, self.net.id)
     }
 
-    /// Applies one backup frame (validated) and acks it; true when it leaves a gap (not acked:
-    /// the caller fetches the partition and replays it).
-    fn apply_backup(&self, h: &Header, payload: &[u8], writer: &Rc<Writer>) -> bool {
+    /// Applies one backup frame (validated) from member `sender` and acks it; true when it
+    /// leaves a gap (not acked: the caller fetches the partition and replays it).
+    ///
+    /// Only the owner's backups are applied: a member that this shard's table does not name the
+    /// partition's owner is refused as `WrongTarget` with this table's version (a deposed owner
+    /// then fences the partition; one that is newer than this backup sends it again). Without
+    /// it a backup in both the old table and the new took a deposed owner's write, which was
+    /// then answered as done (the chaos run, seed 11: a put after a pause read back by nobody).
+    fn apply_backup(
+        &self,
+        h: &Header,
+        payload: &[u8],
+        writer: &Rc<Writer>,
+        sender: Option<MemberId>,
+    ) -> bool {
         let partition = PartitionId(h.partition);
         let Ok(parts) = decode_backup(payload) else {
             return false;
         };
-        let replica = self.replica_of(partition).filter(|r| r.is_backup());
+        let from_owner = sender.is_some() && self.view.borrow().table.owner(partition) == sender;
+        let replica = self
+            .replica_of(partition)
+            .filter(|r| r.is_backup() && from_owner);
         let result = match replica {
             Some(replica) => {
                 let call = (h.caller != 0).then_some(CallId {
@@ -2141,7 +2328,7 @@ impl ShardNet {
                     .unwrap_or_default();
                 let mut missing = Vec::new();
                 for q in queued {
-                    if this.apply_backup(&q.header, &q.payload, &q.writer) {
+                    if this.apply_backup(&q.header, &q.payload, &q.writer, q.sender) {
                         missing.push(q);
                     }
                 }
@@ -2170,7 +2357,7 @@ impl ShardNet {
             .remove(&partition.0)
             .unwrap_or_default();
         for q in rest {
-            if self.apply_backup(&q.header, &q.payload, &q.writer) {
+            if self.apply_backup(&q.header, &q.payload, &q.writer, q.sender) {
                 ack(&q.writer, &q.header, Err(out_of_step(partition)));
             }
         }

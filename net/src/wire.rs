@@ -122,6 +122,12 @@ mod messages {
         JoinRequest {
             /// The member that wants to join.
             member: WireMember,
+            /// The highest member list version the joiner has seen (in any cluster): a master
+            /// admitting a member from another cluster (a split brain's merge) numbers its next
+            /// list above it, so the joiner's clients take the new list as newer.
+            list_version: u64,
+            /// The same for the partition table.
+            table_version: u64,
         },
         /// The receiver is not the master; ask this address.
         NotMaster {
@@ -145,6 +151,8 @@ mod messages {
         Table {
             /// Grows with every change.
             version: u64,
+            /// The master that published it (members take tables from their own master only).
+            master: u64,
             /// Replica slots per partition.
             depth: u8,
             /// `depth` member ids per partition, partition by partition.
@@ -198,9 +206,31 @@ mod messages {
             list_version: u64,
             /// The sender's partition table version.
             table_version: u64,
+            /// The master the sender follows (the first of its list): a master whose member
+            /// follows another publishes its list above the other's (two lineages after a split
+            /// can hold different lists of the same version).
+            master: u64,
         },
         /// A client asks for the member list and table now and after every change.
         Subscribe,
+        /// A master asks an address it knows of, not in its member list, whether it is in
+        /// another cluster of the same name (a split brain); a member passes it to its master.
+        SplitProbe {
+            /// The probing cluster's master: its base address.
+            master: String,
+            /// Its member id.
+            master_id: u64,
+            /// The probing cluster's data members.
+            members: u32,
+        },
+        /// Master to its members: this cluster is the smaller side of a split brain; hand your
+        /// partitions' data to the merge, drop it, and join the cluster at `target`.
+        MergeInto {
+            /// The master of the cluster to join (its base address).
+            target: String,
+            /// The sender (members act only on their own master's word).
+            master_id: u64,
+        },
         /// A member is shutting down and leaves the cluster.
         Leave {
             /// The member leaving.

@@ -77,12 +77,22 @@ impl Migrations {
     pub(super) fn has_incoming(&self, partition: PartitionId) -> bool {
         self.incoming.contains_key(&partition.0)
     }
+
+    /// Whether a migration brought `partition` to this shard and waits for its commit.
+    pub(super) fn has_installed(&self, partition: PartitionId) -> bool {
+        self.incoming.get(&partition.0).is_some_and(|i| i.installed)
+    }
 }
 
 impl ShardNet {
     /// Whether `partition` is being streamed away from this member (its operations wait).
     pub(super) fn is_migrating(&self, partition: PartitionId) -> bool {
         self.migrations.borrow().outgoing.contains_key(&partition.0)
+    }
+
+    /// Whether `master` is the master of this shard's member list.
+    fn is_my_master(&self, master: MemberId) -> bool {
+        self.view.borrow().members.first().map(|m| m.id) == Some(master)
     }
 
     /// Shard 0: a migration message from the master, run on the partition's shard.
@@ -121,6 +131,19 @@ impl ShardNet {
                     tracing::warn!(partition, id, "migration with a malformed row");
                     return;
                 };
+                if !self.is_my_master(MemberId(master)) {
+                    // Two masters can reach a member at once (a joiner whose seeds are on both
+                    // sides of a split not merged yet): only its own master's migrations run,
+                    // or it would stream for, and commit copies of, a cluster it does not
+                    // follow (found by the simulation's data model, seed 4). The other master
+                    // times the migration out.
+                    tracing::warn!(
+                        partition,
+                        id,
+                        "migration of a master this member does not follow; ignored"
+                    );
+                    return;
+                }
                 let partition = PartitionId(partition);
                 let running = self
                     .migrations
@@ -354,6 +377,9 @@ impl ShardNet {
             ));
         }
         let to = row_from_wire(&head.to).ok_or("a malformed row")?;
+        if head.index == 0 && !self.is_my_master(MemberId(head.master)) {
+            return Err("a migration of a master this member does not follow".into());
+        }
         if head.index == 0 {
             // A new stream: an older one of this partition is undone first.
             if self.migrations.borrow().incoming.contains_key(&partition.0) {
@@ -462,6 +488,14 @@ impl ShardNet {
     /// Rolls back this shard's migration of `partition` (only migration `id`, when given), at
     /// either end.
     fn roll_back(&self, partition: PartitionId, id: Option<u64>) {
+        self.roll_back_keeping(partition, id, false);
+    }
+
+    /// [`ShardNet::roll_back`]; with `keep_installed`, a destination that installed the
+    /// partition keeps it until the next table says whether it holds it: the master that ran
+    /// the migration is gone and may have committed it in a table this member has not seen,
+    /// which the new master's table then carries on (the simulation's data model, seed 538).
+    fn roll_back_keeping(&self, partition: PartitionId, id: Option<u64>, keep_installed: bool) {
         let matches = |other: u64| id.is_none_or(|id| id == other);
         let out = self
             .migrations
@@ -482,7 +516,33 @@ impl ShardNet {
         };
         if let Some(i) = inc {
             tracing::debug!(%partition, id = i.id, "migration rolled back at its destination");
-            extension::migration_event(&i.event(partition), MigrationPhase::Rollback);
+            let mut event = i.event(partition);
+            let keep = keep_installed && i.installed;
+            if keep {
+                // As if it held the replica already: the callbacks keep what it installed.
+                event.current_replica = Some(i.new);
+                self.orphans.borrow_mut().insert(partition.0);
+            }
+            extension::migration_event(&event, MigrationPhase::Rollback);
+            if !keep && self.replica_of(partition).is_none() {
+                // It kept a replica the table no longer names (a table that came while the
+                // copy waited for its commit left it out): drop it now.
+                extension::drop_replica(partition);
+            }
+        }
+    }
+
+    /// After a table change: partitions kept from abandoned migrations stay if the table
+    /// names this member a replica of them, and are dropped if not.
+    pub(super) fn settle_orphans(&self) {
+        let orphans = std::mem::take(&mut *self.orphans.borrow_mut());
+        for p in orphans {
+            let partition = PartitionId(p);
+            if self.replica_of(partition).is_none()
+                && !self.migrations.borrow().has_installed(partition)
+            {
+                extension::drop_replica(partition);
+            }
         }
     }
 
@@ -527,7 +587,7 @@ impl ShardNet {
                 partition = p,
                 "migration abandoned (its master left, or it took too long); rolling back"
             );
-            self.roll_back(PartitionId(p), None);
+            self.roll_back_keeping(PartitionId(p), None, true);
         }
     }
 }
