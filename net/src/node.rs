@@ -540,6 +540,7 @@ impl Network {
             shards,
             lite: self.lite,
             order: 0,
+            incarnation: 0,
         }
     }
 }

@@ -33,6 +33,8 @@ pub struct WireMember {
     pub lite: bool,
     /// Join order: the smallest is the oldest, the master.
     pub order: u64,
+    /// How many times the member forgot its cluster and dropped its data.
+    pub incarnation: u64,
 }
 
 /// A member as the cluster logic sees it.
@@ -48,6 +50,10 @@ pub struct MemberEntry {
     pub lite: bool,
     /// Join order (oldest first).
     pub order: u64,
+    /// How many times it forgot its cluster and dropped its data (removed from it, or merged
+    /// into another): a list naming it under an older count is of a member that is gone, and
+    /// a master admits it again as new.
+    pub incarnation: u64,
 }
 
 impl MemberEntry {
@@ -71,6 +77,7 @@ impl MemberEntry {
             shards: self.shards,
             lite: self.lite,
             order: self.order,
+            incarnation: self.incarnation,
         }
     }
 
@@ -82,6 +89,7 @@ impl MemberEntry {
             shards: w.shards.max(1),
             lite: w.lite,
             order: w.order,
+            incarnation: w.incarnation,
         })
     }
 }
@@ -230,6 +238,27 @@ mod messages {
             target: String,
             /// The sender (members act only on their own master's word).
             master_id: u64,
+        },
+        /// A member that took over as master asks the others for the table they hold before
+        /// it publishes one: a table it missed (delayed, or lost) may be newer than its own.
+        TableQuery {
+            /// The new master.
+            master_id: u64,
+            /// Its base address, for the answer.
+            addr: String,
+        },
+        /// A member's answer to a [`Control::TableQuery`]: the table it holds.
+        TableReport {
+            /// The member answering.
+            member: u64,
+            /// The table's version.
+            version: u64,
+            /// The master that published it.
+            publisher: u64,
+            /// Replica slots per partition.
+            depth: u8,
+            /// Rows, flattened (0 for an empty slot).
+            replicas: Vec<u64>,
         },
         /// A member is shutting down and leaves the cluster.
         Leave {
