@@ -1150,7 +1150,12 @@ impl ShardNet {
                 self.process();
             }
             // A client: views pushed by its member.
-            (None, Control::MemberList { version, members }) => {
+            (
+                None,
+                Control::MemberList {
+                    version, members, ..
+                },
+            ) => {
                 let members: Vec<MemberEntry> =
                     members.iter().filter_map(MemberEntry::from_wire).collect();
                 let (added, removed) = {

@@ -153,6 +153,10 @@ mod messages {
             version: u64,
             /// The members.
             members: Vec<WireMember>,
+            /// The version of the previous master's list this master took over from (0: it
+            /// formed the cluster): a member that has a newer list of that master does not
+            /// take this one for its successor's (the old master was alive after it).
+            base: u64,
         },
         /// The partition table: the member id of every replica slot of every partition, 0 for
         /// none, row by row (`depth` slots per partition; slot 0 the owner).
@@ -259,6 +263,10 @@ mod messages {
             depth: u8,
             /// Rows, flattened (0 for an empty slot).
             replicas: Vec<u64>,
+            /// The version of the member list it follows, and that list's master.
+            list_version: u64,
+            /// See `list_version`.
+            list_master: u64,
         },
         /// A member is shutting down and leaves the cluster.
         Leave {
