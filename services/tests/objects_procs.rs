@@ -178,7 +178,7 @@ fn cli_commands_print_values_nil_and_errors() {
     let members = cluster(2);
     let addr = members[0].addr.as_str();
     let script = "map put m k1 v1\nmap put m k1 v2\nmap get m k1\nmap get m nothing\n\
-map put m k2 x --ttl 30\nmap size m\nmap entries m\nmap remove m k1\nmap remove m k1\n\
+map put m k2 x --ttl 2\nmap size m\nmap entries m\nmap remove m k1\nmap remove m k1\n\
 atomic set a 5\natomic add a 3\natomic cas a 8 10\natomic cas a 8 11\natomic get a\n\
 lock try l\nlock try l\nlock release l\nlock release l\nlock release l\nmap get\nfrobnicate\n";
     let out = run(&["client", "--members", addr], Some(script));
@@ -193,7 +193,7 @@ lock try l\nlock try l\nlock release l\nlock release l\nlock release l\nmap get\
     assert_eq!(rest.len(), 3, "{text}");
     assert!(rest.iter().all(|l| l.starts_with("ERR ")), "{text}");
     assert!(rest[0].contains("not held"), "{text}");
-    std::thread::sleep(Duration::from_millis(600));
+    std::thread::sleep(Duration::from_millis(2_100));
     let after = run(
         &["client", "--members", addr, "map", "get", "m", "k2"],
         None,
