@@ -62,9 +62,8 @@ pub(crate) type OpFn =
 #[derive(Clone, Debug)]
 pub(crate) struct Policies {
     base: BackupPolicy,
-    objects: AHashMap<String, BackupPolicy>,
     merge: MergePolicy,
-    merge_objects: AHashMap<String, MergePolicy>,
+    objects: AHashMap<String, (BackupPolicy, MergePolicy)>,
 }
 
 impl Policies {
@@ -74,40 +73,35 @@ impl Policies {
             .map(|s| {
                 s.objects
                     .iter()
-                    .map(|o| (o.name.clone(), config.policy(service, Some(&o.name))))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let merge_objects = config
-            .service(service)
-            .map(|s| {
-                s.objects
-                    .iter()
-                    .map(|o| (o.name.clone(), config.merge_policy(service, Some(&o.name))))
+                    .map(|o| {
+                        let name = Some(o.name.as_str());
+                        let policies = (
+                            config.policy(service, name),
+                            config.merge_policy(service, name),
+                        );
+                        (o.name.clone(), policies)
+                    })
                     .collect()
             })
             .unwrap_or_default();
         Self {
             base: config.policy(service, None),
-            objects,
             merge: config.merge_policy(service, None),
-            merge_objects,
+            objects,
         }
     }
 
     /// The merge policy of the service, or of its object `object`.
     pub fn merge(&self, object: Option<&str>) -> MergePolicy {
         object
-            .and_then(|name| self.merge_objects.get(name))
-            .copied()
-            .unwrap_or(self.merge)
+            .and_then(|name| self.objects.get(name))
+            .map_or(self.merge, |p| p.1)
     }
 
     pub fn get(&self, object: Option<&str>) -> BackupPolicy {
         object
             .and_then(|name| self.objects.get(name))
-            .copied()
-            .unwrap_or(self.base)
+            .map_or(self.base, |p| p.0)
     }
 }
 

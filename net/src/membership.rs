@@ -292,6 +292,13 @@ impl Membership {
         self.confirmed.map(|t| t + margin)
     }
 
+    /// Whether member `id` was heard from within the last two heartbeats.
+    fn heard_lately(&self, id: MemberId, now: Instant) -> bool {
+        self.last_heard
+            .get(&id)
+            .is_some_and(|t| now.duration_since(*t) < self.timing.heartbeat * 2)
+    }
+
     /// Whether this member may act as master: a master that stalled (paused, or starved) may
     /// have been replaced meanwhile, so it admits no one, commits and starts no migration until
     /// a member of its list is heard from again (seed 650 of the simulation's data model: a
@@ -479,12 +486,7 @@ impl Membership {
                 // that one is alive (across a split), and the new master would base its list
                 // on this member's and so take it over (seed 178).
                 let master_alive = self.master().is_some_and(|m| {
-                    m.id.0 != master_id
-                        && m.id != self.me.id
-                        && self
-                            .last_heard
-                            .get(&m.id)
-                            .is_some_and(|t| now.duration_since(*t) < self.timing.heartbeat * 2)
+                    m.id.0 != master_id && m.id != self.me.id && self.heard_lately(m.id, now)
                 });
                 if master_alive {
                     tracing::debug!(
@@ -497,10 +499,7 @@ impl Membership {
                         version: self.table.version,
                         publisher: self.table_from.map_or(0, |m| m.0),
                         depth: self.table.depth() as u8,
-                        replicas: match table_message(&self.table, MemberId(0), self.progress) {
-                            Control::Table { replicas, .. } => replicas,
-                            _ => Vec::new(),
-                        },
+                        replicas: rows_to_wire(&self.table),
                         list_version: self.version,
                         list_master: self.master().map_or(0, |m| m.id.0),
                     };
@@ -1027,11 +1026,7 @@ impl Membership {
                     .filter(|m| m.addr == entry.addr && m.id != self.me.id)
                     .map(|m| m.id)
                     .collect();
-                let alive = stale.iter().any(|id| {
-                    self.last_heard
-                        .get(id)
-                        .is_some_and(|t| now.duration_since(*t) < self.timing.heartbeat * 2)
-                });
+                let alive = stale.iter().any(|id| self.heard_lately(*id, now));
                 if alive {
                     // The member there was heard from just now: this request may be the late
                     // one of a process killed before it (seed 1647 of the simulation's data
@@ -1493,12 +1488,7 @@ pub fn table_message(
         version: table.version,
         master: master.0,
         depth: table.depth() as u8,
-        replicas: table
-            .rows
-            .iter()
-            .flatten()
-            .map(|o| o.map_or(0, |m| m.0))
-            .collect(),
+        replicas: rows_to_wire(table),
         migrations: [
             progress.planned,
             progress.in_flight,
@@ -1506,6 +1496,16 @@ pub fn table_message(
             progress.failed,
         ],
     }
+}
+
+/// A table's rows, flattened as `Table` and `TableReport` carry them (0 for an empty slot).
+fn rows_to_wire(table: &PartitionTable) -> Vec<u64> {
+    table
+        .rows
+        .iter()
+        .flatten()
+        .map(|o| o.map_or(0, |m| m.0))
+        .collect()
 }
 
 /// The progress a `Table` message carries.
@@ -1685,7 +1685,11 @@ mod tests {
         }
 
         fn add(&mut self, n: u16, seeds: &[u16], lite: bool) -> usize {
-            let me = MemberEntry { lite, ..entry(n) };
+            self.start(MemberEntry { lite, ..entry(n) }, seeds)
+        }
+
+        /// A machine for `me`, joining through `seeds` (by number, see `entry`), and its store.
+        fn start(&mut self, me: MemberEntry, seeds: &[u16]) -> usize {
             let seeds = seeds.iter().map(|s| entry(*s).addr);
             let p = PartitionCount::new(PARTITIONS).unwrap();
             let machine = Membership::new(me, seeds, p, SLOTS, TIMING, self.now)
@@ -1714,14 +1718,7 @@ mod tests {
                 ..old
             };
             self.note(None, || format!("{} restarted as {}", old.id.0, me.id.0));
-            let seeds = seeds.iter().map(|s| entry(*s).addr);
-            let p = PartitionCount::new(PARTITIONS).unwrap();
-            let machine = Membership::new(me, seeds, p, SLOTS, TIMING, self.now)
-                .with_migration(0, MIGRATION_TIMEOUT)
-                .with_split_brain_probe(Some(Duration::from_millis(400)));
-            self.nodes.push((machine, true));
-            self.stores.push(Store::new(p));
-            self.nodes.len() - 1
+            self.start(me, seeds)
         }
 
         /// Advances the clock by `ms` in 10 ms steps, ticking and delivering, then resending
@@ -3236,16 +3233,22 @@ mod tests {
         }
     }
 
-    #[test]
-    fn after_a_split_heals_the_smaller_cluster_merges_into_the_larger() {
+    /// Members 1..=`n` joined through member 1, converged after `settle_ms`.
+    fn formed(n: u16, settle_ms: u64) -> Net {
         let mut net = Net::new();
         net.add(1, &[], false);
         net.run(50);
-        for n in 2..=5 {
-            net.add(n, &[1], false);
+        for i in 2..=n {
+            net.add(i, &[1], false);
         }
-        net.run(800);
-        net.assert_converged(5);
+        net.run(settle_ms);
+        net.assert_converged(usize::from(n));
+        net
+    }
+
+    #[test]
+    fn after_a_split_heals_the_smaller_cluster_merges_into_the_larger() {
+        let mut net = formed(5, 800);
         // Members 1 and 2 (the master among them) on one side, 3, 4 and 5 on the other: each
         // side removes the other and goes on as a cluster of its own.
         net.split(&[0, 0, 1, 1, 1]);
@@ -3278,14 +3281,7 @@ mod tests {
 
     #[test]
     fn clusters_of_equal_size_merge_into_the_one_with_the_lower_master_address() {
-        let mut net = Net::new();
-        net.add(1, &[], false);
-        net.run(50);
-        for n in 2..=4 {
-            net.add(n, &[1], false);
-        }
-        net.run(800);
-        net.assert_converged(4);
+        let mut net = formed(4, 800);
         net.split(&[0, 0, 1, 1]);
         net.run(1500);
         net.heal();
@@ -3392,14 +3388,7 @@ mod tests {
 
     #[test]
     fn joins_move_partitions_by_migration_until_balanced() {
-        let mut net = Net::new();
-        net.add(1, &[], false);
-        net.run(50);
-        for n in 2..=4 {
-            net.add(n, &[1], false);
-        }
-        net.run(600);
-        net.assert_converged(4);
+        let net = formed(4, 600);
         let table = net.live().next().unwrap().table().clone();
         assert!(table.is_balanced(&data_ids(&net)), "{table:?}");
         // Every row change was a migration (the first member had them all).
