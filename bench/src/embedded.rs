@@ -149,7 +149,12 @@ impl Bench {
     /// Runs `workload` on every load shard and merges the shards' measurements.
     ///
     /// Errors: a shard stopped before the run finished, or filling the keys failed.
-    pub fn run(&self, workload: Workload, spec: &WorkloadSpec) -> anyhow::Result<Measured> {
+    pub fn run(
+        &self,
+        workload: Workload,
+        spec: &WorkloadSpec,
+        server: Option<u32>,
+    ) -> anyhow::Result<Measured> {
         if workload.reads_keys() {
             self.fill(workload, spec)?;
         }
@@ -160,6 +165,14 @@ impl Bench {
         };
         let total_callers = self.shards() as usize * spec.callers;
         let progress = crate::progress::Progress::start(&workload.to_string(), start, window.end);
+        // The server's CPU time when measuring starts, read on a thread of its own.
+        let measure_from = window.measure_from;
+        let cpu_from = server.map(|pid| {
+            std::thread::spawn(move || {
+                std::thread::sleep(measure_from.saturating_duration_since(Instant::now()));
+                crate::cpu::used(pid)
+            })
+        });
         let mut runs = Vec::new();
         let mut first_caller = 0;
         for (m, objects) in self.load.iter().zip(&self.objects) {
@@ -191,14 +204,23 @@ impl Bench {
         // Every shard's job is sent before any is awaited: a shard started late would run
         // behind its schedule (or, closed loop, after the window).
         let mut total = Measured::new();
-        for run in futures_lite::future::block_on(join_all(runs)) {
-            total.merge(&run?);
-        }
-        progress.finish();
+        let results = futures_lite::future::block_on(join_all(runs));
         // The measured operations took until the last one answered: in an open loop offered
         // more than the cluster serves that is long after the window (every scheduled operation
         // is still sent, late), and throughput is what was served in that time, not the rate.
-        total.elapsed = window.measure_from.elapsed().max(spec.duration);
+        let elapsed = window.measure_from.elapsed().max(spec.duration);
+        let cpu_to = server.map(crate::cpu::used);
+        progress.finish();
+        if let (Some(from), Some(to)) = (cpu_from, cpu_to) {
+            let from = from
+                .join()
+                .map_err(|_| anyhow::anyhow!("the CPU sampling thread panicked"))??;
+            total.server_cpu = Some(to?.saturating_sub(from));
+        }
+        for run in results {
+            total.merge(&run?);
+        }
+        total.elapsed = elapsed;
         Ok(total)
     }
 

@@ -18,6 +18,7 @@
 //! [`migration`] (the other benchmarks).
 
 mod baseline;
+mod cpu;
 mod embedded;
 mod load;
 mod memory;
@@ -114,6 +115,10 @@ struct Args {
     /// Skip the baseline (a bare hash map embedded; a raw TCP ping-pong networked).
     #[arg(long)]
     no_baseline: bool,
+    /// Networked, on the server's machine: the member process whose CPU time each measured
+    /// window is charged to, for throughput per CPU-second (per core) beside ops/s (Linux).
+    #[arg(long, value_name = "PID")]
+    server_pid: Option<u32>,
     /// Where the JSON summary and the `.hgrm` files go.
     #[arg(long, default_value = "target/corecast-bench")]
     output: PathBuf,
@@ -203,6 +208,11 @@ fn validate(args: &Args) -> anyhow::Result<(WorkloadSpec, Target)> {
             args.connections.is_none(),
             "--connections is for a running cluster (--members)"
         );
+        anyhow::ensure!(
+            args.server_pid.is_none(),
+            "--server-pid is for a running cluster (--members): an embedded member shares this \
+             process"
+        );
         Target::Embedded {
             cluster_size: args.cluster_size,
         }
@@ -218,6 +228,9 @@ fn validate(args: &Args) -> anyhow::Result<(WorkloadSpec, Target)> {
              thread holds one connection per member shard",
             args.threads
         );
+        if let Some(pid) = args.server_pid {
+            cpu::used(pid).map_err(|e| anyhow::anyhow!("--server-pid {pid}: {e:#}"))?;
+        }
         Target::Networked {
             members: args.members.clone(),
             threads: args.threads,
@@ -294,7 +307,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             args.warmup,
             args.duration
         );
-        let corecast = bench.run(*workload, &spec)?;
+        let corecast = bench.run(*workload, &spec, args.server_pid)?;
         let baseline = if args.no_baseline {
             None
         } else if networked {

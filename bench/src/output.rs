@@ -61,6 +61,12 @@ pub struct Result {
     pub max_ns: u64,
     /// (percentile, nanoseconds) along the distribution, for plots.
     pub curve: Vec<(f64, u64)>,
+    /// CPU seconds the server process (`--server-pid`) used while this was measured.
+    #[serde(default)]
+    pub server_cpu_secs: Option<f64>,
+    /// Operations per second of that CPU time: throughput per core.
+    #[serde(default)]
+    pub ops_per_server_cpu_sec: Option<f64>,
 }
 
 /// A run.
@@ -103,6 +109,8 @@ impl Result {
                 .collect(),
             max_ns: m.max(),
             curve: curve(m.histogram()),
+            server_cpu_secs: m.server_cpu.map(|d| d.as_secs_f64()),
+            ops_per_server_cpu_sec: m.ops_per_server_cpu_sec(),
         }
     }
 

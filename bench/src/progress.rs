@@ -2,21 +2,20 @@
 //! a terminal).
 
 use std::io::{IsTerminal, Write};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-/// The bar's thread; [`Progress::finish`] ends it.
+/// The bar's thread; [`Progress::finish`] ends it at once (it waits on a channel between
+/// updates, not in a sleep, so finishing does not wait out the interval).
 pub struct Progress {
-    done: Arc<AtomicBool>,
+    done: Option<mpsc::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Progress {
     /// Shows `what` progressing from `start` to `end`.
     pub fn start(what: &str, start: Instant, end: Instant) -> Self {
-        let done = Arc::new(AtomicBool::new(false));
-        let flag = done.clone();
+        let (done, finished) = mpsc::channel::<()>();
         let what = what.to_owned();
         let thread = std::thread::Builder::new()
             .name("bench-progress".into())
@@ -28,8 +27,8 @@ impl Progress {
                 } else {
                     Duration::from_secs(5)
                 };
-                while !flag.load(Ordering::Relaxed) {
-                    std::thread::sleep(every);
+                // Ends when `finish` sends or drops the sender.
+                while let Err(mpsc::RecvTimeoutError::Timeout) = finished.recv_timeout(every) {
                     let elapsed = Instant::now()
                         .saturating_duration_since(start)
                         .as_secs_f64();
@@ -55,7 +54,10 @@ impl Progress {
                 }
             })
             .ok();
-        Self { done, thread }
+        Self {
+            done: Some(done),
+            thread,
+        }
     }
 
     /// Ends the bar.
@@ -64,7 +66,7 @@ impl Progress {
     }
 
     fn stop(&mut self) {
-        self.done.store(true, Ordering::Relaxed);
+        self.done.take();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }

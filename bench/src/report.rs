@@ -17,6 +17,8 @@ pub struct Measured {
     pub errors: u64,
     /// The measured wall time.
     pub elapsed: Duration,
+    /// CPU time the server process (`--server-pid`) used in that time.
+    pub server_cpu: Option<Duration>,
 }
 
 impl Measured {
@@ -27,6 +29,7 @@ impl Measured {
                 .unwrap_or_else(|e| unreachable!("fixed histogram bounds are valid: {e}")),
             errors: 0,
             elapsed: Duration::ZERO,
+            server_cpu: None,
         }
     }
 
@@ -52,6 +55,12 @@ impl Measured {
     /// Operations per second over the measured time.
     pub fn ops_per_sec(&self) -> f64 {
         self.histogram.len() as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// Operations per second of the server's CPU time (`--server-pid`): throughput per core.
+    pub fn ops_per_server_cpu_sec(&self) -> Option<f64> {
+        self.server_cpu
+            .map(|cpu| self.histogram.len() as f64 / cpu.as_secs_f64().max(1e-9))
     }
 
     /// The latency at `quantile` (0..=1), in nanoseconds.
@@ -146,6 +155,18 @@ pub fn table(setup: &Setup, rows: &[Row]) -> String {
             &row.corecast,
             Some(setup.shards),
         );
+        if let (Some(cpu), Some(per_cpu)) = (
+            row.corecast.server_cpu,
+            row.corecast.ops_per_server_cpu_sec(),
+        ) {
+            let _ = writeln!(
+                out,
+                "{:<12} server process: {:.2} cores busy, {} ops per CPU-second",
+                "",
+                cpu.as_secs_f64() / row.corecast.elapsed.as_secs_f64().max(1e-9),
+                thousands(per_cpu)
+            );
+        }
         if let Some(base) = &row.baseline {
             line(&mut out, row.workload, setup.baseline, base, None);
             ratio(&mut out, &row.corecast, base, setup.shards);

@@ -56,6 +56,14 @@ fn bad_arguments_get_a_clear_error() {
             "--connections is for a running cluster",
         ),
         (
+            vec!["--server-pid", "1"],
+            "--server-pid is for a running cluster",
+        ),
+        (
+            vec!["--members", "127.0.0.1:1", "--server-pid", "4294967295"],
+            "--server-pid 4294967295: cannot read /proc/4294967295/stat",
+        ),
+        (
             vec!["--compare", "/nonexistent/a.json", "/nonexistent/b.json"],
             "cannot read",
         ),
@@ -115,6 +123,10 @@ fn a_run_writes_a_summary_and_hgrm_files_that_hold_its_settings() {
     // An open loop at 2000/s for 0.3 s measures about 600 operations.
     let count = corecast["count"].as_u64().unwrap();
     assert!((400..=800).contains(&count), "{count} operations");
+    // … at about the rate: throughput is counted over the time they took, not over the time
+    // the progress bar (stderr is not a terminal here: one line per 5 s) took to stop.
+    let rate = corecast["ops_per_sec"].as_f64().unwrap();
+    assert!((1300.0..=2700.0).contains(&rate), "{rate} ops/s");
     for name in [
         "map-mixed-corecast",
         "map-mixed-hashmap",

@@ -58,14 +58,18 @@ impl Doorbell {
 /// The shard's end of its doorbell.
 pub(crate) struct Bell {
     rx: glommio::net::UnixStream,
+    /// `rx`'s descriptor (glommio's stream does not tell it).
+    fd: std::os::fd::RawFd,
     buf: [u8; 64],
 }
 
 impl Bell {
     /// Wraps the shard's end; call on the shard's thread.
     pub fn new(rx: UnixStream) -> Self {
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&rx);
         Self {
             rx: into_glommio(rx),
+            fd,
             buf: [0; 64],
         }
     }
@@ -79,6 +83,7 @@ impl Bell {
             return;
         }
         // One read takes up to 64 rings; more left over only make the next wait return at once.
+        let _idle = Idle::set(self.fd);
         match self.rx.read(&mut self.buf).await {
             Ok(_) => {}
             Err(e) => {
@@ -89,6 +94,33 @@ impl Bell {
         }
         doorbell.armed.store(false, Ordering::Relaxed);
     }
+}
+
+thread_local! {
+    /// The doorbell's descriptor while this shard's loop waits on it.
+    static IDLE: std::cell::Cell<Option<std::os::fd::RawFd>> = const { std::cell::Cell::new(None) };
+}
+
+/// This shard's loop waits on its doorbell (the guard's life).
+struct Idle;
+
+impl Idle {
+    fn set(fd: std::os::fd::RawFd) -> Idle {
+        IDLE.with(|i| i.set(Some(fd)));
+        Idle
+    }
+}
+
+impl Drop for Idle {
+    fn drop(&mut self) {
+        IDLE.with(|i| i.set(None));
+    }
+}
+
+/// The doorbell's descriptor if this thread is a shard whose loop waits on it: the shard has no
+/// message to handle, and a ring makes the descriptor readable.
+pub(crate) fn idle_bell() -> Option<std::os::fd::RawFd> {
+    IDLE.with(|i| i.get())
 }
 
 #[allow(unsafe_code)]

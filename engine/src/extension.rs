@@ -114,6 +114,13 @@ pub struct ShardContext {
     pub invoker: Invoker,
 }
 
+/// When this thread is a shard whose loop has no message to handle and waits on its doorbell:
+/// the doorbell's descriptor, readable once another thread sends the shard a message (for a
+/// layer that waits for its sockets in its own `epoll` while the shard is idle).
+pub fn idle_bell() -> Option<std::os::fd::RawFd> {
+    crate::doorbell::idle_bell()
+}
+
 /// A layer installed on a member: started on each shard's thread after the shard's services.
 pub trait Extension: Send + Sync + 'static {
     /// Starts the extension on one shard (spawn its tasks there) and returns the shard's router.

@@ -149,6 +149,11 @@ fn out_of_range_values_are_invalid_with_key_and_value() {
             "0",
         ),
         (
+            "[network]\npoll-wait-micros = 5000",
+            "network.poll-wait-micros",
+            "5000",
+        ),
+        (
             "[split-brain]\nprobe-interval-millis = 50",
             "split-brain.probe-interval-millis",
             "50",

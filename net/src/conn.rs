@@ -11,6 +11,7 @@ use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::task::{Poll, Waker};
 use std::time::Duration;
@@ -22,6 +23,7 @@ use glommio::net::TcpStream;
 use rkyv::util::AlignedVec;
 
 use crate::frame::{self, FrameError, FrameKind, Header, ReadBuf};
+use crate::readiness;
 use crate::wire::{Control, Role};
 
 /// Why a connection or a call on it failed.
@@ -173,7 +175,7 @@ impl Writer {
     /// A writer for frames of at most `max_payload` payload bytes, whose producers wait while
     /// `room` bytes or more are queued.
     pub fn new(max_payload: usize, room: usize) -> Rc<Self> {
-        Rc::new(Self {
+        let writer = Rc::new(Self {
             buf: RefCell::new(AlignedVec::new()),
             notify: Notify::default(),
             closed: Cell::new(false),
@@ -183,7 +185,9 @@ impl Writer {
             writing: Cell::new(false),
             in_flight: Cell::new(0),
             waiting: RefCell::new(Vec::new()),
-        })
+        });
+        crate::readiness::track(&writer);
+        writer
     }
 
     /// Whether fewer than the bound's bytes are queued (or the writer closed: nothing waits on
@@ -359,9 +363,7 @@ pub async fn read_frame(
             .next_frame()
             .map_err(|source| ConnError::Frame { addr, source })?
         {
-            let mut bytes = Bytes::with_capacity(p.len());
-            bytes.extend_from_slice(p);
-            return Ok(Some((h, bytes)));
+            return Ok(Some((h, copy_out(p))));
         }
         if !fill(stream, rb, addr).await? {
             rb.finish()
@@ -371,12 +373,40 @@ pub async fn read_frame(
     }
 }
 
+/// A frame's payload, copied out of the read buffer.
+fn copy_out(p: &[u8]) -> Bytes {
+    let mut bytes = Bytes::with_capacity(p.len());
+    bytes.extend_from_slice(p);
+    bytes
+}
+
 /// Reads once into `rb`; `false` at end of stream.
 pub async fn fill(
     stream: &mut TcpStream,
     rb: &mut ReadBuf,
     addr: SocketAddr,
 ) -> Result<bool, ConnError> {
+    fill_watched(stream, rb, addr, &readiness::watch_none(), false, || false).await
+}
+
+/// Reads once into `rb`, the short way first when the socket is watched, the connection
+/// `serial` and `expect` says something is expected on it ([`readiness::read`]); `false` at
+/// end of stream.
+pub async fn fill_watched(
+    stream: &mut TcpStream,
+    rb: &mut ReadBuf,
+    addr: SocketAddr,
+    watch: &readiness::Watch,
+    serial: bool,
+    expect: impl Fn() -> bool,
+) -> Result<bool, ConnError> {
+    if let Some(n) = readiness::read(watch, rb.spare(), serial, expect)
+        .await
+        .map_err(|e| io_error(addr, &e))?
+    {
+        rb.filled(n);
+        return Ok(n > 0);
+    }
     let n = stream
         .read(rb.spare())
         .await
@@ -530,16 +560,30 @@ impl Outbound {
         on_event: impl Fn(&Header, &[u8]),
     ) -> Result<(), ConnError> {
         let addr = self.addr;
-        while let Some((h, payload)) = read_frame(&mut stream, &mut rb, addr).await? {
+        let watch = readiness::watch(stream.as_raw_fd());
+        loop {
+            let Some((h, payload)) = rb
+                .next_frame()
+                .map_err(|source| ConnError::Frame { addr, source })?
+            else {
+                let serial = self.pending.borrow().len() <= readiness::SERIAL;
+                let expect = || !self.pending.borrow().is_empty();
+                if !fill_watched(&mut stream, &mut rb, addr, &watch, serial, expect).await? {
+                    rb.finish()
+                        .map_err(|source| ConnError::Frame { addr, source })?;
+                    return Ok(());
+                }
+                continue;
+            };
             match h.kind {
                 FrameKind::Response => {
                     let slot = self.pending.borrow_mut().remove(&h.correlation);
                     if let Some(slot) = slot {
-                        slot.put(Ok((h, payload)));
+                        slot.put(Ok((h, copy_out(payload))));
                     }
                 }
-                FrameKind::Control => on_control(decode_control(&payload, addr)?),
-                FrameKind::Event => on_event(&h, &payload),
+                FrameKind::Control => on_control(decode_control(payload, addr)?),
+                FrameKind::Event => on_event(&h, payload),
                 FrameKind::Request | FrameKind::Replica => {
                     return Err(ConnError::Protocol {
                         addr,

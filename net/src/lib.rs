@@ -24,6 +24,7 @@ pub mod fuzz;
 pub mod membership;
 pub mod metrics;
 pub mod node;
+pub mod readiness;
 pub mod replica;
 mod sys;
 pub mod wire;

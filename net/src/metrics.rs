@@ -42,6 +42,9 @@ pub struct ShardNetStats {
     pub paused: u64,
     /// Requests refused as overloaded (`network.max-pending-acks`).
     pub overloaded: u64,
+    /// Reads a serial connection made after a short wait in epoll instead of through io_uring
+    /// (`network.poll-wait-micros`).
+    pub short_reads: u64,
 }
 
 /// One shard's numbers.
@@ -164,7 +167,7 @@ pub fn render(s: &Snapshot) -> String {
             sh.shard
         );
     }
-    let per_shard: [PerShard; 10] = [
+    let per_shard: [PerShard; 11] = [
         (
             "corecast_partitions_owned",
             "gauge",
@@ -218,6 +221,12 @@ pub fn render(s: &Snapshot) -> String {
             "counter",
             "Times an inbound connection stopped reading until its peer read its answers.",
             |n| n.paused,
+        ),
+        (
+            "corecast_short_wait_reads_total",
+            "counter",
+            "Reads of serial connections served by a short wait in epoll (network.poll-wait-micros).",
+            |n| n.short_reads,
         ),
         (
             "corecast_requests_overloaded_total",

@@ -89,6 +89,7 @@ pub fn shard_net_stats() -> crate::metrics::ShardNetStats {
             inbound_queued_bytes,
             paused: sn.paused.get(),
             overloaded: sn.overloaded.get(),
+            short_reads: crate::readiness::short_reads(),
         }
     })
 }
@@ -226,6 +227,8 @@ pub struct Network {
     max_queued: usize,
     /// Requests per inbound connection that may wait for sync backup acks at once.
     max_pending_acks: u32,
+    /// `network.poll-wait-micros`.
+    poll_wait_micros: u64,
     /// Replica slots per partition in the tables this member publishes as master.
     replica_slots: usize,
     /// How long an owner waits for sync backups' acks.
@@ -293,6 +296,7 @@ impl Network {
             socket_buffer: n.socket_buffer_kib as usize * 1024,
             max_queued: n.max_queued_bytes(),
             max_pending_acks: n.max_pending_acks,
+            poll_wait_micros: n.poll_wait_micros,
             replica_slots: config.replica_slots(),
             ack_timeout: config.backup_ack_timeout(),
             anti_entropy: (config.backups.anti_entropy_interval_millis > 0)
@@ -773,6 +777,9 @@ impl ShardNet {
             orphans: RefCell::new(ahash::AHashSet::new()),
         });
         SHARD.with(|s| *s.borrow_mut() = Some(sn.clone()));
+        if let Err(e) = crate::readiness::install(net.poll_wait_micros) {
+            tracing::warn!(error = %e, "no epoll set: sockets wait through glommio only");
+        }
         if net.role == Role::Member {
             let mut addr = net.bind;
             addr.set_port(addr.port().wrapping_add(ctx.shard.0 as u16));
@@ -1845,9 +1852,11 @@ async fn serve_requests(
 ) -> Result<(), ConnError> {
     let mut out = Bytes::new();
     let pending = PendingAcks::default();
+    let watch = crate::readiness::watch(std::os::fd::AsRawFd::as_raw_fd(&stream));
     loop {
         // Every whole frame in the buffer, then one read: responses to a pipelined batch go out
         // in one write.
+        let mut batch = 0;
         loop {
             // A peer that sends faster than it reads its answers: stop taking its frames until
             // it has read them, so they wait in its socket, not in this member's memory.
@@ -1863,6 +1872,7 @@ async fn serve_requests(
                 .next_frame()
                 .map_err(|source| ConnError::Frame { addr: peer, source })?;
             let Some((h, payload)) = next else { break };
+            batch += 1;
             match h.kind {
                 FrameKind::Request if ShardNet::is_many_request(&h) => {
                     if let Err(reason) = sn.serve_many(&h, payload, writer, &pending) {
@@ -1932,7 +1942,8 @@ async fn serve_requests(
         }
         // The batch's answers go now, in one send, rather than after the writer task's wake-up.
         writer.flush();
-        if !conn::fill(&mut stream, &mut rb, peer).await? {
+        let serial = batch <= crate::readiness::SERIAL;
+        if !conn::fill_watched(&mut stream, &mut rb, peer, &watch, serial, || true).await? {
             return rb
                 .finish()
                 .map_err(|source| ConnError::Frame { addr: peer, source });

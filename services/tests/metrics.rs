@@ -16,7 +16,20 @@ use support::procs::{self, joined, member, scrape, sum, wait_for};
 fn a_scrape_parses_and_counts_the_members_operations() {
     let port = procs::free_ports(1);
     let p = port.to_string();
-    let m = member(&[], &["--metrics-port", &p, "--backup-count", "0"]);
+    // One shard, and a wait long enough for a debug client's next call.
+    let m = member(
+        &[],
+        &[
+            "--metrics-port",
+            &p,
+            "--backup-count",
+            "0",
+            "--shards",
+            "1",
+            "--set",
+            "network.poll-wait-micros=1000",
+        ],
+    );
     wait_for("the member", Duration::from_secs(20), || joined(&m));
     let client = support::writes::client(&m);
     let map = client.object::<Map>("scraped").unwrap();
@@ -35,6 +48,14 @@ fn a_scrape_parses_and_counts_the_members_operations() {
     assert_eq!(sum(&samples, "corecast_cluster_members", None), 1.0);
     assert!(sum(&samples, "corecast_connections_inbound", None) >= 1.0);
     assert!(sum(&samples, "corecast_operation_seconds_count", None) >= 30.0);
+    // One call at a time: the member read many of them after a short wait in epoll (in a debug
+    // build, around half: the ticker's 1 ms ring of the doorbell ends a wait as often as not).
+    let short = sum(&samples, "corecast_short_wait_reads_total", None);
+    eprintln!("{short} of 501 serial calls read after the short wait");
+    assert!(
+        short >= 100.0,
+        "{short} short-wait reads of 501 serial calls"
+    );
     // Garbage on a member port is a rejected connection, counted.
     let mut g = TcpStream::connect(m.addr.as_str()).unwrap();
     g.write_all(&[0xAB; 64]).unwrap();
@@ -54,5 +75,42 @@ fn a_scrape_parses_and_counts_the_members_operations() {
     assert!(ops >= 501, "{text}");
     assert!(row[10].parse::<u32>().unwrap() >= 1, "{text}");
     assert!(row[11].parse::<u64>().unwrap() >= 1, "{text}");
+    client.shutdown();
+}
+
+#[test]
+fn without_the_short_wait_every_read_goes_through_io_uring() {
+    let port = procs::free_ports(1);
+    let p = port.to_string();
+    let m = member(
+        &[],
+        &[
+            "--metrics-port",
+            &p,
+            "--backup-count",
+            "0",
+            "--set",
+            "network.poll-wait-micros=0",
+        ],
+    );
+    wait_for("the member", Duration::from_secs(20), || joined(&m));
+    let client = support::writes::client(&m);
+    let map = client.object::<Map>("unwaited").unwrap();
+    for i in 0..200u32 {
+        client.block_on(map.set(&i.to_le_bytes(), b"v")).unwrap();
+        assert_eq!(
+            client.block_on(map.get(&i.to_le_bytes())).unwrap(),
+            Some(b"v".to_vec())
+        );
+    }
+    let samples = parse(&scrape(port)).unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        sum(
+            &samples,
+            "corecast_operations_total",
+            Some(("service", "map"))
+        ) >= 400.0
+    );
+    assert_eq!(sum(&samples, "corecast_short_wait_reads_total", None), 0.0);
     client.shutdown();
 }

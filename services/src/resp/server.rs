@@ -155,11 +155,14 @@ async fn serve(door: Rc<Door>, mut stream: TcpStream) {
     let (mut start, mut end) = (0usize, 0usize);
     let mut out = Vec::with_capacity(16 * 1024);
     let mut cmd = Command::new();
+    let watch = corecast_net::readiness::watch(std::os::fd::AsRawFd::as_raw_fd(&stream));
     loop {
         // Every whole command buffered, in order.
+        let mut batch = 0;
         loop {
             match proto::parse(&buf[start..end], &door.limits, &mut cmd) {
                 Ok(Some(n)) => {
+                    batch += 1;
                     let flow = if cmd.is_empty() {
                         Flow::Continue
                     } else {
@@ -208,7 +211,12 @@ async fn serve(door: Rc<Door>, mut stream: TcpStream) {
             )
             .await
         } else {
-            Wake::Read(stream.read(&mut buf[end..]).await)
+            let serial = batch <= corecast_net::readiness::SERIAL;
+            match corecast_net::readiness::read(&watch, &mut buf[end..], serial, || true).await {
+                Ok(Some(n)) => Wake::Read(Ok(n)),
+                Ok(None) => Wake::Read(stream.read(&mut buf[end..]).await),
+                Err(e) => Wake::Read(Err(e)),
+            }
         };
         match wake {
             Wake::Read(Ok(0)) | Wake::Read(Err(_)) => return,
