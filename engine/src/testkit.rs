@@ -137,7 +137,9 @@ impl<S: Service> PartitionHarness<S> {
     }
 
     /// Runs `op` as the owner, then its backup operation (if it asks for one) on each of
-    /// `backups`, as replica 1, 2, …, the way an owner with that many backups would.
+    /// `backups`, as replica 1, 2, …, the way an owner with that many backups would: the backup
+    /// is built as the member builds it, from the response `run` returned (not from its archive,
+    /// so fields a response does not archive still reach the backup).
     ///
     /// Errors: the first error of the operation or of a backup.
     pub fn run_with_backups<O: Operation<Service = S>>(
@@ -146,19 +148,9 @@ impl<S: Service> PartitionHarness<S> {
         backups: &mut [&mut PartitionHarness<S>],
     ) -> Result<O::Response, OpError> {
         let payload = encode(op).map_err(|e| encode_error("request", e))?;
-        let out = self.run_archived(O::ID, &payload)?;
+        let (out, backup) = self.run_archived_with_backup(O::ID, &payload)?;
         let response = decode::<O::Response>(&out).map_err(|e| encode_error("response", e))?;
-        let archived = access::<O>(&payload).map_err(|e| encode_error("request", e))?;
-        if !O::should_backup(archived, &response) {
-            return Ok(response);
-        }
-        if let Some(backup) = O::backup_operation(archived, &response) {
-            let bytes = backup.payload?;
-            for (i, replica) in backups.iter_mut().enumerate() {
-                replica.replica = ReplicaIndex(i as u8 + 1);
-                replica.run_archived(backup.op, &bytes)?;
-            }
-        }
+        run_backup(backup, backups)?;
         Ok(response)
     }
 
@@ -176,12 +168,7 @@ impl<S: Service> PartitionHarness<S> {
         let ops = ErasedSlot::merge(&self.slot, 0, target.partition);
         for op in &ops {
             let (_, backup) = target.run_archived_with_backup(op.op, &op.payload)?;
-            if let Some(backup) = backup.filter(|b| !b.payload.is_empty()) {
-                for (i, replica) in backups.iter_mut().enumerate() {
-                    replica.replica = ReplicaIndex(i as u8 + 1);
-                    replica.run_archived(backup.op, &backup.payload)?;
-                }
-            }
+            run_backup(backup, backups)?;
         }
         Ok(ops.len())
     }
@@ -305,6 +292,24 @@ impl<S: Service> PartitionHarness<S> {
         let backup = run(slot, &target, payload, &mut out)?;
         Ok((out, backup))
     }
+}
+
+/// Runs an owner's backup (none, or one with no payload: nothing to send) on each of `backups`,
+/// as replica 1, 2, ….
+///
+/// Errors: the first backup's error.
+fn run_backup<S: Service>(
+    backup: Option<crate::registry::BackupWork>,
+    backups: &mut [&mut PartitionHarness<S>],
+) -> Result<(), OpError> {
+    let Some(backup) = backup.filter(|b| !b.payload.is_empty()) else {
+        return Ok(());
+    };
+    for (i, replica) in backups.iter_mut().enumerate() {
+        replica.replica = ReplicaIndex(i as u8 + 1);
+        replica.run_archived(backup.op, &backup.payload)?;
+    }
+    Ok(())
 }
 
 fn encode_error(what: &'static str, e: rkyv::rancor::Error) -> OpError {

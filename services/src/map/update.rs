@@ -106,7 +106,10 @@ fn apply(change: &ArchivedChange, old: Option<&[u8]>) -> (Updated, Option<Vec<u8
 pub struct UpdateResult {
     /// What the caller gets.
     pub outcome: Updated,
-    /// The value written and the write's record; `None` when nothing changed.
+    /// The value written and the write's record; `None` when nothing changed. Only the owner's
+    /// backup is built from it, so it is not archived: the answer a caller gets (and a retry
+    /// replays) holds the outcome alone, not another copy of the value and the record.
+    #[rkyv(with = rkyv::with::Skip)]
     pub written: Option<(Vec<u8>, super::Written)>,
 }
 
