@@ -68,8 +68,8 @@ benchmark() {
 import csv, sys
 path, case, system, cpu0, cpu1, t0, t1 = sys.argv[1:8]
 for r in csv.DictReader(open(path)):
-    op = {"SET": "SET", "GET": "GET", "INCR": "INCR"}.get(r["test"])
-    if op:
+    op = r["test"]
+    if op in ("SET", "GET", "INCR"):
         print("\t".join([op, case, system, case.replace("x", " conn x "), r["rps"],
                          str(float(r["p50_latency_ms"]) * 1000),
                          str(float(r["p99_latency_ms"]) * 1000),

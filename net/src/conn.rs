@@ -363,7 +363,7 @@ pub async fn read_frame(
             .next_frame()
             .map_err(|source| ConnError::Frame { addr, source })?
         {
-            return Ok(Some((h, copy_out(p))));
+            return Ok(Some((h, copy(p))));
         }
         if !fill(stream, rb, addr).await? {
             rb.finish()
@@ -373,8 +373,9 @@ pub async fn read_frame(
     }
 }
 
-/// A frame's payload, copied out of the read buffer.
-fn copy_out(p: &[u8]) -> Bytes {
+/// Bytes copied into a payload buffer of their own (aligned for archives), out of a read
+/// buffer or a batch's answer.
+pub(crate) fn copy(p: &[u8]) -> Bytes {
     let mut bytes = Bytes::with_capacity(p.len());
     bytes.extend_from_slice(p);
     bytes
@@ -579,7 +580,7 @@ impl Outbound {
                 FrameKind::Response => {
                     let slot = self.pending.borrow_mut().remove(&h.correlation);
                     if let Some(slot) = slot {
-                        slot.put(Ok((h, copy_out(payload))));
+                        slot.put(Ok((h, copy(payload))));
                     }
                 }
                 FrameKind::Control => on_control(decode_control(payload, addr)?),

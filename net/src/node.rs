@@ -2209,7 +2209,7 @@ impl ShardNet {
                 if let Some(queue) = self.syncing.borrow_mut().get_mut(&partition) {
                     queue.push(QueuedBackup {
                         header: *h,
-                        payload: copy(payload),
+                        payload: conn::copy(payload),
                         writer: writer.clone(),
                         sender,
                     });
@@ -2221,7 +2221,7 @@ impl ShardNet {
                         partition,
                         vec![QueuedBackup {
                             header: *h,
-                            payload: copy(payload),
+                            payload: conn::copy(payload),
                             writer: writer.clone(),
                             sender,
                         }],
@@ -2459,12 +2459,6 @@ fn out_of_step(partition: PartitionId) -> OpError {
         partition,
         reason: "the backup replica is out of step with its owner".into(),
     }
-}
-
-fn copy(bytes: &[u8]) -> Bytes {
-    let mut out = Bytes::with_capacity(bytes.len());
-    out.extend_from_slice(bytes);
-    out
 }
 
 /// Acks a sync backup frame (async ones, correlation 0, get none).

@@ -150,29 +150,21 @@ fn wait_for(fd: RawFd) -> bool {
     let Some(bell) = corecast_engine::extension::idle_bell() else {
         return false;
     };
-    let (epoll, wait, writers) = POLLER.with(|p| {
+    // Every writer's queued frames go out first: none waits behind the wait.
+    let ready = POLLER.with(|p| {
         let mut p = p.borrow_mut();
-        let Some(p) = p.as_mut() else {
-            return (
-                None,
-                libc::timespec {
-                    tv_sec: 0,
-                    tv_nsec: 0,
-                },
-                Vec::new(),
-            );
-        };
+        let p = p.as_mut()?;
         if p.bell != Some(bell) {
             ctl(p.epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, bell);
             p.bell = Some(bell);
         }
-        p.writers.retain(|w| w.strong_count() > 0);
-        (Some(p.epoll.as_raw_fd()), p.wait, p.writers.clone())
+        p.writers
+            .retain(|w| w.upgrade().map(|w| w.flush()).is_some());
+        Some((p.epoll.as_raw_fd(), p.wait))
     });
-    let Some(epoll) = epoll else { return false };
-    for w in writers.iter().filter_map(Weak::upgrade) {
-        w.flush();
-    }
+    let Some((epoll, wait)) = ready else {
+        return false;
+    };
     let mut events = [libc::epoll_event { events: 0, u64: 0 }; 16];
     // SAFETY: `events` is writable for 16 entries and `wait` readable for the call's duration;
     // no signal mask is passed.

@@ -12,25 +12,21 @@ use corecast_net::metrics::parse;
 use corecast_services::map::Map;
 use support::procs::{self, joined, member, scrape, sum, wait_for};
 
-#[test]
-fn a_scrape_parses_and_counts_the_members_operations() {
+/// A member process serving metrics on a free port, backup-count 0, joined; and that port.
+fn metered_member(extra: &[&str]) -> (procs::Proc, u16) {
     let port = procs::free_ports(1);
     let p = port.to_string();
-    // One shard, and a wait long enough for a debug client's next call.
-    let m = member(
-        &[],
-        &[
-            "--metrics-port",
-            &p,
-            "--backup-count",
-            "0",
-            "--shards",
-            "1",
-            "--set",
-            "network.poll-wait-micros=1000",
-        ],
-    );
+    let mut args = vec!["--metrics-port", &p, "--backup-count", "0"];
+    args.extend_from_slice(extra);
+    let m = member(&[], &args);
     wait_for("the member", Duration::from_secs(20), || joined(&m));
+    (m, port)
+}
+
+#[test]
+fn a_scrape_parses_and_counts_the_members_operations() {
+    // One shard, and a wait long enough for a debug client's next call.
+    let (m, port) = metered_member(&["--shards", "1", "--set", "network.poll-wait-micros=1000"]);
     let client = support::writes::client(&m);
     let map = client.object::<Map>("scraped").unwrap();
     for i in 0..500u32 {
@@ -80,20 +76,7 @@ fn a_scrape_parses_and_counts_the_members_operations() {
 
 #[test]
 fn without_the_short_wait_every_read_goes_through_io_uring() {
-    let port = procs::free_ports(1);
-    let p = port.to_string();
-    let m = member(
-        &[],
-        &[
-            "--metrics-port",
-            &p,
-            "--backup-count",
-            "0",
-            "--set",
-            "network.poll-wait-micros=0",
-        ],
-    );
-    wait_for("the member", Duration::from_secs(20), || joined(&m));
+    let (m, port) = metered_member(&["--set", "network.poll-wait-micros=0"]);
     let client = support::writes::client(&m);
     let map = client.object::<Map>("unwaited").unwrap();
     for i in 0..200u32 {

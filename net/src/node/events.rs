@@ -161,9 +161,7 @@ impl ShardNet {
     pub(super) fn on_event(&self, h: &Header, payload: &[u8]) {
         let subs = self.subs.borrow();
         if let Some((_, tx)) = subs.listeners.get(&h.correlation) {
-            let mut bytes = Bytes::with_capacity(payload.len());
-            bytes.extend_from_slice(payload);
-            if let Err(flume::TrySendError::Full(_)) = tx.try_send(bytes) {
+            if let Err(flume::TrySendError::Full(_)) = tx.try_send(crate::conn::copy(payload)) {
                 tracing::warn!(
                     listener = h.correlation,
                     "a listener is behind: event dropped"

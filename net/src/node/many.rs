@@ -255,15 +255,9 @@ impl ShardNet {
         }
         for (p, call, payload) in group {
             match by_partition.get(&p.0) {
-                Some((true, bytes)) => {
-                    let mut out = Bytes::with_capacity(bytes.len());
-                    out.extend_from_slice(bytes);
-                    done.push((p, Ok(out)));
-                }
+                Some((true, bytes)) => done.push((p, Ok(crate::conn::copy(bytes)))),
                 Some((false, bytes)) => {
-                    let mut aligned = Bytes::with_capacity(bytes.len());
-                    aligned.extend_from_slice(bytes);
-                    let e = payload::decode::<WireError>(&aligned)
+                    let e = payload::decode::<WireError>(&crate::conn::copy(bytes))
                         .map(|w| w.to_op_error())
                         .unwrap_or_else(|e| OpError::Failed(format!("malformed error: {e}")));
                     match e {
