@@ -44,12 +44,14 @@ fn a_scrape_parses_and_counts_the_members_operations() {
     assert_eq!(sum(&samples, "corecast_cluster_members", None), 1.0);
     assert!(sum(&samples, "corecast_connections_inbound", None) >= 1.0);
     assert!(sum(&samples, "corecast_operation_seconds_count", None) >= 30.0);
-    // One call at a time: the member read many of them after a short wait in epoll (in a debug
-    // build, around half: the ticker's 1 ms ring of the doorbell ends a wait as often as not).
+    // One call at a time: the member read some of them after a short wait in epoll (0 with
+    // the wait off, below). How many is the machine's: in a debug build the ticker's 1 ms ring
+    // of the doorbell ends a wait as often as not, and under CI load a debug client's next call
+    // comes after the wait too (72 of 501 seen there, 238-311 on a quiet machine).
     let short = sum(&samples, "corecast_short_wait_reads_total", None);
     eprintln!("{short} of 501 serial calls read after the short wait");
     assert!(
-        short >= 100.0,
+        short >= 25.0,
         "{short} short-wait reads of 501 serial calls"
     );
     // Garbage on a member port is a rejected connection, counted.
