@@ -162,11 +162,13 @@ mod tests {
         assert!(closed.max() >= 200_000_000);
         // The open loop: operation k after the stall was meant to start 2k ms after it began
         // and, one at a time at 1 ms each behind the 200 ms stall, finished 200 + k ms after:
-        // 200 − k ms late, so the first ~150 exceed 50 ms (a closed loop records one).
+        // 200 − k ms late, so the first ~150 exceed 50 ms (a closed loop records one). On a
+        // loaded machine a 1 ms sleep takes longer and the backlog drains slower, so more stay
+        // late (196 seen in CI); all ~350 after the stall's start would mean no accounting.
         assert!(open.at(0.9) > 20_000_000, "open p90 {} ns", open.at(0.9));
         let waited = open.count_above(Duration::from_millis(50));
         assert!(
-            (130..=190).contains(&waited),
+            (130..=260).contains(&waited),
             "{waited} operations over 50 ms"
         );
         assert_eq!(closed.count_above(Duration::from_millis(50)), 1);
