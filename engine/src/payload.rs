@@ -40,17 +40,27 @@ impl<T> Payload for T where
 {
 }
 
+/// Bytes an archive starts with room for: an operation on one key with a value of about 100
+/// bytes fits, where growing from nothing (doubling) would allocate three times.
+const FIRST_CAPACITY: usize = 256;
+
+/// Room a response archived into empty bytes starts with (most are an outcome or a value).
+const FIRST_RESPONSE_CAPACITY: usize = 64;
+
 /// Archives `value` into `out` (cleared first), reusing its allocation.
 pub(crate) fn encode_into<T: Payload>(value: &T, out: &mut Bytes) -> Result<(), rancor::Error> {
     let mut buf = std::mem::take(out);
     buf.clear();
+    if buf.capacity() == 0 {
+        buf.reserve(FIRST_RESPONSE_CAPACITY);
+    }
     *out = rkyv::api::high::to_bytes_in(value, buf)?;
     Ok(())
 }
 
 /// Archives `value` into fresh bytes.
 pub fn encode<T: Payload>(value: &T) -> Result<Bytes, rancor::Error> {
-    rkyv::to_bytes(value)
+    rkyv::api::high::to_bytes_in(value, Bytes::with_capacity(FIRST_CAPACITY))
 }
 
 /// Validates `bytes` as an archived `T` and returns it in place, without copying.

@@ -424,7 +424,18 @@ fn write(
     ttl_ms: i64,
     want_old: bool,
 ) -> Result<Written, OpError> {
-    let now = now_millis();
+    write_at(ctx, name, (key, value), ttl_ms, want_old, now_millis())
+}
+
+/// [`write`] at `now` (a read-modify-write reads the clock once).
+fn write_at(
+    ctx: &mut OpContext<'_, MapService>,
+    name: &str,
+    (key, value): (&[u8], &[u8]),
+    ttl_ms: i64,
+    want_old: bool,
+    now: u64,
+) -> Result<Written, OpError> {
     let settings = ctx.service.settings.of(name);
     let meta = Meta {
         expires_at: expiry_of(ttl_ms, &settings, now),
@@ -479,22 +490,29 @@ fn put_entry(
             evicted.push(store::key(&e).to_vec());
         }
     }
-    let entry = pack_with(key, value, meta);
-    let (old, hits) = match hits {
-        Hits::Kept => s.write(entry, policy, now),
-        Hits::Carried => (s.insert(entry, policy, now), meta.hits),
+    let mut old = None;
+    let mut replaced = |o: &[u8]| {
+        publish(&events, name, EventKind::Updated, o, Some(value));
+        if want_old {
+            old = Some(store::value(o).to_vec());
+        }
     };
-    let live_old = old.filter(|o| store::live(o, now));
-    match &live_old {
-        Some(o) => publish(&events, name, EventKind::Updated, o, Some(value)),
-        None => added(&events, name, key, value),
+    let (was_live, hits) = match hits {
+        Hits::Kept => s.write((key, value), meta, policy, now, replaced),
+        Hits::Carried => {
+            let before = s.insert(pack_with(key, value, meta), policy, now);
+            let live = before.filter(|o| store::live(o, now));
+            if let Some(o) = &live {
+                replaced(o);
+            }
+            (live.is_some(), meta.hits)
+        }
+    };
+    if !was_live {
+        added(&events, name, key, value);
     }
     Ok(Written {
-        old: if want_old {
-            live_old.map(|o| store::value(&o).to_vec())
-        } else {
-            None
-        },
+        old,
         changed: true,
         expires_at: meta.expires_at,
         evicted,
@@ -1445,7 +1463,8 @@ impl Map {
 
     /// Redis' SET: stores `value` with `ttl` (`None`: the map's default) if `if_exists` allows
     /// (`None`: always; `Some(true)`: only over a live value; `Some(false)`: only when there is
-    /// none), in one operation; answers `Updated::Set` with whether it stored and the value before.
+    /// none), in one operation; answers `Updated::Set` with whether it stored and, if `get`, the
+    /// value before.
     ///
     /// Errors: the invocation's.
     pub async fn set_if(
@@ -1454,11 +1473,13 @@ impl Map {
         value: &[u8],
         ttl: Option<Duration>,
         if_exists: Option<bool>,
+        get: bool,
     ) -> Result<update::Updated, InvocationError> {
         let change = update::Change::Set(update::SetTo {
             value: value.to_vec(),
             ttl_ms: ttl_ms(ttl),
             if_exists,
+            get,
         });
         self.update(key, change).await
     }

@@ -142,14 +142,21 @@ pub fn pack(key: &[u8], value: &[u8], expires_at: u64) -> Packed {
 pub fn pack_with(key: &[u8], value: &[u8], meta: Meta) -> Packed {
     // Built by appending (no zero-fill first): the exact capacity makes the box free to take.
     let mut e = Vec::with_capacity(HEADER + key.len() + value.len());
-    e.extend_from_slice(&meta.expires_at.min(MAX_MILLIS).to_le_bytes()[..6]);
-    e.extend_from_slice(&(key.len().min(MAX_KEY) as u16).to_le_bytes());
-    e.extend_from_slice(&[0; 4]);
-    e.extend_from_slice(&meta.updated_millis.min(MAX_MILLIS).to_le_bytes()[..6]);
-    e.extend_from_slice(&meta.hits.to_le_bytes());
+    e.extend_from_slice(&header(key.len(), meta, 0));
     e.extend_from_slice(key);
     e.extend_from_slice(value);
     e.into_boxed_slice()
+}
+
+/// The header of an entry with a key of `key_len` bytes, `meta` and access stamp `stamp`.
+fn header(key_len: usize, meta: Meta, stamp: u32) -> [u8; HEADER] {
+    let mut h = [0u8; HEADER];
+    h[..6].copy_from_slice(&meta.expires_at.min(MAX_MILLIS).to_le_bytes()[..6]);
+    h[6..8].copy_from_slice(&(key_len.min(MAX_KEY) as u16).to_le_bytes());
+    h[8..12].copy_from_slice(&stamp.to_le_bytes());
+    h[12..18].copy_from_slice(&meta.updated_millis.min(MAX_MILLIS).to_le_bytes()[..6]);
+    h[18..22].copy_from_slice(&meta.hits.to_le_bytes());
+    h
 }
 
 /// How the access stamp is kept, and which entry eviction picks.
@@ -242,51 +249,77 @@ impl Store {
     /// Stores `entry` (packed) as it is, hits and update time included; returns the entry it
     /// replaced, expired or not.
     pub fn insert(&mut self, entry: Packed, policy: Eviction, now: u64) -> Option<Packed> {
-        self.store(entry, policy, now, false)
+        self.store(entry, policy, now)
     }
 
-    /// Stores `entry` as a caller's write: an entry live at `now` that it replaces passes its
-    /// hits on (a write does not reset what reads counted); returns the replaced entry, expired
-    /// or not, and the hits the stored entry has.
-    pub fn write(&mut self, entry: Packed, policy: Eviction, now: u64) -> (Option<Packed>, u32) {
-        let fresh = hits(&entry);
-        let old = self.store(entry, policy, now, true);
-        let kept = old.as_deref().filter(|o| live(o, now)).map_or(fresh, hits);
-        (old, kept)
-    }
-
-    fn store(
+    /// Stores `key` → `value` with `meta` as a caller's write at `now`: an entry live at `now`
+    /// that it replaces passes its hits on (a write does not reset what reads counted) and is
+    /// shown to `replaced` before it goes. An entry of the same size is overwritten in place,
+    /// without an allocation. Returns whether a live entry was replaced, and the hits the stored
+    /// entry has. `key` must be at most [`MAX_KEY`] bytes (the caller checks).
+    pub fn write(
         &mut self,
-        entry: Packed,
+        (key, value): (&[u8], &[u8]),
+        meta: Meta,
         policy: Eviction,
         now: u64,
-        keep_hits: bool,
-    ) -> Option<Packed> {
-        let mut entry = entry;
-        let hash = self.hash(key(&entry));
-        let at = expires(&entry);
+        replaced: impl FnOnce(&[u8]),
+    ) -> (bool, u32) {
+        let hash = self.hash(key);
+        self.queue(meta.expires_at.min(MAX_MILLIS), hash);
+        let stamp = stamp_of(policy, now);
+        let Some(i) = self.find(hash, key) else {
+            let mut entry = pack_with(key, value, meta);
+            set_stamp(&mut entry, stamp);
+            self.push(hash, entry);
+            return (false, meta.hits);
+        };
+        let old = &mut self.entries[i];
+        let was_live = live(old, now);
+        let meta = if was_live {
+            replaced(old);
+            Meta {
+                hits: hits(old),
+                ..meta
+            }
+        } else {
+            meta
+        };
+        if old.len() == HEADER + key.len() + value.len() {
+            old[..HEADER].copy_from_slice(&header(key.len(), meta, stamp));
+            old[HEADER + key.len()..].copy_from_slice(value);
+        } else {
+            let mut entry = pack_with(key, value, meta);
+            set_stamp(&mut entry, stamp);
+            *old = entry;
+        }
+        (was_live, meta.hits)
+    }
+
+    /// Queues deadline `at` (0: none) of the entry with key hash `hash`.
+    fn queue(&mut self, at: u64, hash: u64) {
         if at != 0 {
             self.expiring.push(Reverse((at, hash)));
         }
-        set_stamp(
-            &mut entry,
-            match policy {
-                Eviction::Lru => (now / 1000) as u32,
-                Eviction::Lfu | Eviction::Random => 0,
-            },
-        );
-        if let Some(i) = self.find(hash, key(&entry)) {
-            let old = &self.entries[i];
-            if keep_hits && live(old, now) {
-                set_hits(&mut entry, hits(old));
-            }
-            return Some(std::mem::replace(&mut self.entries[i], entry));
-        }
+    }
+
+    fn push(&mut self, hash: u64, entry: Packed) {
         let i = self.entries.len() as u32;
         self.entries.push(entry);
         let (entries, hasher) = (&self.entries, &self.hasher);
         self.index
             .insert_unique(hash, i, |&j| hasher.hash_one(key(&entries[j as usize])));
+    }
+
+    fn store(&mut self, entry: Packed, policy: Eviction, now: u64) -> Option<Packed> {
+        let mut entry = entry;
+        let hash = self.hash(key(&entry));
+        self.queue(expires(&entry), hash);
+        set_stamp(&mut entry, stamp_of(policy, now));
+        if let Some(i) = self.find(hash, key(&entry)) {
+            return Some(std::mem::replace(&mut self.entries[i], entry));
+        }
+        self.push(hash, entry);
         None
     }
 
@@ -297,9 +330,7 @@ impl Store {
             return false;
         };
         set_expires(&mut self.entries[i], at);
-        if at != 0 {
-            self.expiring.push(Reverse((at, hash)));
-        }
+        self.queue(at, hash);
         true
     }
 
@@ -405,6 +436,14 @@ impl Store {
         let entries: usize = self.entries.iter().map(|e| e.len()).sum();
         let queue = self.expiring.capacity() * std::mem::size_of::<Reverse<(u64, u64)>>();
         index + vector + entries + queue
+    }
+}
+
+/// The access stamp a write under `policy` at `now` gives an entry.
+fn stamp_of(policy: Eviction, now: u64) -> u32 {
+    match policy {
+        Eviction::Lru => (now / 1000) as u32,
+        Eviction::Lfu | Eviction::Random => 0,
     }
 }
 
@@ -538,8 +577,11 @@ mod tests {
             Some(2),
             "get counts nothing"
         );
-        let (old, kept) = s.write(pack_with(b"k", b"2", with_hits(0)), Eviction::Lru, 0);
-        assert_eq!((old.map(|o| hits(&o)), kept), (Some(2), 2));
+        let mut seen = None;
+        let (was_live, kept) = s.write((b"k", b"2"), with_hits(0), Eviction::Lru, 0, |o| {
+            seen = Some(hits(o))
+        });
+        assert_eq!((seen, was_live, kept), (Some(2), true, 2));
         assert_eq!(s.get(b"k", 0).map(|e| hits(e)), Some(2));
         s.insert(pack_with(b"k", b"3", with_hits(7)), Eviction::Lru, 0);
         assert_eq!(s.get(b"k", 0).map(|e| hits(e)), Some(7));
@@ -558,7 +600,48 @@ mod tests {
             0,
         );
         assert!(s.read(b"x", 10, None).is_none());
-        let (_, kept) = s.write(pack_with(b"x", b"2", with_hits(0)), Eviction::Lru, 10);
-        assert_eq!(kept, 0);
+        let (was_live, kept) = s.write((b"x", b"2"), with_hits(0), Eviction::Lru, 10, |_| {
+            panic!("an expired entry is not shown as replaced")
+        });
+        assert_eq!((was_live, kept), (false, 0));
+    }
+
+    #[test]
+    fn a_write_overwrites_an_entry_of_its_size_in_place_and_reallocates_any_other() {
+        let mut s = Store::default();
+        let meta = |expires_at, updated_millis| Meta {
+            expires_at,
+            updated_millis,
+            hits: 0,
+        };
+        s.write((b"k", b"abc"), meta(0, 1), Eviction::Lru, 5_000, |_| {});
+        let before = s.get(b"k", 0).map(|e| e.as_ptr());
+        let mut old = Vec::new();
+        s.write((b"k", b"xyz"), meta(90_000, 2), Eviction::Lru, 7_000, |o| {
+            old = value(o).to_vec()
+        });
+        let e = s
+            .get(b"k", 0)
+            .map(|e| (e.as_ptr(), value(e).to_vec(), meta_of(e)));
+        assert_eq!(old, b"abc");
+        assert_eq!(e, Some((before.unwrap(), b"xyz".to_vec(), (90_000, 2, 7))));
+        s.write((b"k", b"longer"), meta(0, 3), Eviction::Lru, 9_000, |_| {});
+        let e = s.get(b"k", 0).map(|e| (value(e).to_vec(), meta_of(e)));
+        assert_eq!(e, Some((b"longer".to_vec(), (0, 3, 9))));
+        assert_eq!(s.len(), 1);
+        // The deadline of the in-place write is queued: it expires.
+        s.write(
+            (b"k", b"abcdef"),
+            meta(20_000, 4),
+            Eviction::Lru,
+            9_000,
+            |_| {},
+        );
+        assert_eq!(s.expire(20_000, 10).len(), 1);
+        assert!(s.is_empty());
+    }
+
+    fn meta_of(e: &[u8]) -> (u64, u64, u32) {
+        (expires(e), updated(e), stamp(e))
     }
 }

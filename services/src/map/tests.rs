@@ -366,13 +366,15 @@ fn updates_add_to_integers_and_append_keeping_the_expiry_and_backups_follow() {
         Updated::Length(1)
     );
     // Conditional sets (Redis' SET NX / XX / GET), with their own TTL.
-    let set = |value: &str, if_exists| {
+    let set_get = |value: &str, if_exists, get| {
         Change::Set(update::SetTo {
             value: value.into(),
             ttl_ms: 0,
             if_exists,
+            get,
         })
     };
+    let set = |value: &str, if_exists| set_get(value, if_exists, true);
     assert_eq!(
         run(&mut owner, &mut backup, "c", set("1", Some(true))),
         Updated::Set(false, None),
@@ -392,6 +394,21 @@ fn updates_add_to_integers_and_append_keeping_the_expiry_and_backups_follow() {
         Updated::Set(true, Some(b"abcde".to_vec()))
     );
     assert_eq!(get(&mut backup, "c"), Some(b"1".to_vec()));
+    assert_eq!(
+        run(
+            &mut owner,
+            &mut backup,
+            "c",
+            set_get("3", Some(false), false)
+        ),
+        Updated::Set(false, None),
+        "without GET the old value is not answered"
+    );
+    assert_eq!(
+        run(&mut owner, &mut backup, "c", set_get("4", None, false)),
+        Updated::Set(true, None)
+    );
+    assert_eq!(get(&mut backup, "c"), Some(b"4".to_vec()));
     assert_eq!(
         at(&mut owner),
         Some(0),

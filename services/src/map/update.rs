@@ -8,7 +8,7 @@
 use corecast_engine::events::now_millis;
 use corecast_engine::prelude::*;
 
-use super::{store, write, write_steps, Apply, MapService};
+use super::{store, write_at, write_steps, Apply, MapService};
 
 /// What to do to the value.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
@@ -31,6 +31,8 @@ pub struct SetTo {
     /// `None`: always; `Some(true)`: only if the key has a live value (XX); `Some(false)`: only
     /// if it has none (NX).
     pub if_exists: Option<bool>,
+    /// Whether to answer the value before (GET); without it the answer holds none.
+    pub get: bool,
 }
 
 /// Changes a key's value in place, on its owner.
@@ -52,7 +54,7 @@ pub enum Updated {
     /// The value's length after an `Append`.
     Length(u64),
     /// After a `Set`: whether it stored the value (the condition held), and the live value
-    /// before.
+    /// before if the set asked for it (`SetTo::get`).
     Set(bool, Option<Vec<u8>>),
     /// The value is not a decimal integer that fits an `i64`; nothing changed.
     NotAnInteger,
@@ -72,31 +74,91 @@ pub fn parse_integer(bytes: &[u8]) -> Option<i64> {
     canonical.then(|| text.parse().ok()).flatten()
 }
 
-/// What an update answers, and what it writes (`None`: nothing).
-fn apply(change: &ArchivedChange, old: Option<&[u8]>) -> (Updated, Option<Vec<u8>>) {
+/// What an update writes.
+enum NewValue<'a> {
+    /// Nothing: the condition failed or the value is not a number.
+    None,
+    /// The set's own value, read from the operation, and its TTL.
+    Given(&'a [u8], i64),
+    /// The sum, in decimal.
+    Number(Decimal),
+    /// A value computed from the old one.
+    Computed(Vec<u8>),
+}
+
+/// An `i64` in decimal, formatted without an allocation.
+struct Decimal {
+    digits: [u8; 20],
+    len: usize,
+}
+
+impl Decimal {
+    fn of(n: i64) -> Self {
+        let mut digits = [0u8; 20];
+        let mut at = digits.len();
+        let mut rest = n.unsigned_abs();
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (rest % 10) as u8;
+            rest /= 10;
+            if rest == 0 {
+                break;
+            }
+        }
+        if n < 0 {
+            at -= 1;
+            digits[at] = b'-';
+        }
+        digits.copy_within(at.., 0);
+        Self {
+            digits,
+            len: digits.len() - at,
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.digits[..self.len]
+    }
+}
+
+/// What an update answers, and what it writes.
+fn apply<'a>(change: &'a ArchivedChange, old: Option<&[u8]>) -> (Updated, NewValue<'a>) {
     match change {
         ArchivedChange::Set(to) => {
             let stored = to.if_exists.as_ref().is_none_or(|&e| e == old.is_some());
-            let outcome = Updated::Set(stored, old.map(<[u8]>::to_vec));
-            (outcome, stored.then(|| to.value.to_vec()))
+            let before = if to.get {
+                old.map(<[u8]>::to_vec)
+            } else {
+                None
+            };
+            let value = if stored {
+                NewValue::Given(&to.value, to.ttl_ms.to_native())
+            } else {
+                NewValue::None
+            };
+            (Updated::Set(stored, before), value)
         }
         ArchivedChange::Add(delta) => {
             let current = match old {
                 None => 0,
                 Some(v) => match parse_integer(v) {
                     Some(n) => n,
-                    None => return (Updated::NotAnInteger, None),
+                    None => return (Updated::NotAnInteger, NewValue::None),
                 },
             };
             match current.checked_add(delta.to_native()) {
-                Some(n) => (Updated::Integer(n), Some(n.to_string().into_bytes())),
-                None => (Updated::Overflow, None),
+                Some(n) => (Updated::Integer(n), NewValue::Number(Decimal::of(n))),
+                None => (Updated::Overflow, NewValue::None),
             }
         }
         ArchivedChange::Append(tail) => {
-            let mut value = old.map(<[u8]>::to_vec).unwrap_or_default();
+            let mut value = Vec::with_capacity(old.map_or(0, <[u8]>::len) + tail.len());
+            value.extend_from_slice(old.unwrap_or_default());
             value.extend_from_slice(tail);
-            (Updated::Length(value.len() as u64), Some(value))
+            (
+                Updated::Length(value.len() as u64),
+                NewValue::Computed(value),
+            )
         }
     }
 }
@@ -106,11 +168,13 @@ fn apply(change: &ArchivedChange, old: Option<&[u8]>) -> (Updated, Option<Vec<u8
 pub struct UpdateResult {
     /// What the caller gets.
     pub outcome: Updated,
-    /// The value written and the write's record; `None` when nothing changed. Only the owner's
-    /// backup is built from it, so it is not archived: the answer a caller gets (and a retry
-    /// replays) holds the outcome alone, not another copy of the value and the record.
+    /// The write's record and the value written when the owner computed it (`None` for a set,
+    /// whose value is the operation's, and for a sum, which is the outcome's); `None` when
+    /// nothing changed. Only the owner's backup is
+    /// built from it, so it is not archived: the answer a caller gets (and a retry replays)
+    /// holds the outcome alone, not another copy of the value and the record.
     #[rkyv(with = rkyv::with::Skip)]
-    pub written: Option<(Vec<u8>, super::Written)>,
+    pub written: Option<(Option<Vec<u8>>, super::Written)>,
 }
 
 impl Operation for Update {
@@ -125,34 +189,54 @@ impl Operation for Update {
         let old = ctx
             .container
             .get(op.name.as_str())
-            .and_then(|s| s.get(&op.key, now))
-            .map(|e| (store::value(e).to_vec(), store::expires(e)));
-        let (outcome, value) = apply(&op.change, old.as_ref().map(|(v, _)| v.as_slice()));
-        let Some(value) = value else {
-            return Ok(UpdateResult {
-                outcome,
-                written: None,
-            });
-        };
+            .and_then(|s| s.get(&op.key, now));
+        let old_expiry = old.map(|e| store::expires(e));
+        let (outcome, value) = apply(&op.change, old.map(|e| store::value(e)));
         // A set gives the entry its own TTL; otherwise the entry keeps its expiry, and a new one
         // gets the map's default.
-        let ttl_ms = match (&op.change, old) {
-            (ArchivedChange::Set(to), _) => to.ttl_ms.to_native(),
-            (_, None) => -1,
-            (_, Some((_, 0))) => 0,
-            (_, Some((_, at))) => at.saturating_sub(now).max(1) as i64,
+        let kept_ttl = || match old_expiry {
+            None => -1,
+            Some(0) => 0,
+            Some(at) => at.saturating_sub(now).max(1) as i64,
         };
-        let written = write(ctx, &op.name, &op.key, &value, ttl_ms, false)?;
+        let number;
+        let (value, computed, ttl_ms) = match value {
+            NewValue::None => {
+                return Ok(UpdateResult {
+                    outcome,
+                    written: None,
+                })
+            }
+            NewValue::Given(value, ttl_ms) => (value, None, ttl_ms),
+            NewValue::Number(n) => {
+                number = n;
+                (number.as_bytes(), None, kept_ttl())
+            }
+            NewValue::Computed(v) => (&[][..], Some(v), kept_ttl()),
+        };
+        let value = computed.as_deref().unwrap_or(value);
+        // The backup takes a set's value from the operation and a sum from the outcome.
+        let written = write_at(ctx, &op.name, (&op.key, value), ttl_ms, false, now)?;
         Ok(UpdateResult {
             outcome,
-            written: Some((value, written)),
+            written: Some((computed, written)),
         })
     }
     fn should_backup(_: &Archived<Self>, r: &UpdateResult) -> bool {
         r.written.is_some()
     }
     fn backup_operation(op: &Archived<Self>, r: &UpdateResult) -> Option<Backup> {
-        let (value, written) = r.written.as_ref()?;
+        let (computed, written) = r.written.as_ref()?;
+        let sum;
+        let value = match (computed, &op.change, &r.outcome) {
+            (Some(v), _, _) => &v[..],
+            (None, ArchivedChange::Set(to), _) => &to.value[..],
+            (None, _, Updated::Integer(n)) => {
+                sum = Decimal::of(*n);
+                sum.as_bytes()
+            }
+            (None, _, _) => return None,
+        };
         Some(Backup::of(&Apply {
             name: op.name.to_string(),
             steps: write_steps(&op.key, value, written).into(),
@@ -182,6 +266,25 @@ mod tests {
             ("1.5", None),
         ] {
             assert_eq!(parse_integer(text.as_bytes()), want, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn sums_are_written_in_the_decimal_they_are_read_in() {
+        for n in [
+            0,
+            7,
+            -7,
+            10,
+            -10,
+            1234567890,
+            i64::MAX,
+            i64::MIN,
+            i64::MIN + 1,
+        ] {
+            let d = Decimal::of(n);
+            assert_eq!(d.as_bytes(), n.to_string().as_bytes());
+            assert_eq!(parse_integer(d.as_bytes()), Some(n));
         }
     }
 }

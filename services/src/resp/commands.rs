@@ -525,7 +525,7 @@ async fn set(map: &Map, session: &Session, cmd: &Command, buf: &[u8], out: &mut 
     }
     // Without EX or PX a Redis SET leaves no TTL; corecast's map then applies its own default
     // (`maps.NAME.ttl-secs`, none unless configured).
-    match map.set_if(key, value, ttl, if_exists).await {
+    match map.set_if(key, value, ttl, if_exists, get).await {
         Ok(Updated::Set(stored, old)) => {
             if get {
                 match old {
