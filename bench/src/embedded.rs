@@ -20,7 +20,7 @@ use corecast_services::map::Map;
 
 use crate::load::{caller, Pace, Window};
 use crate::report::Measured;
-use crate::workload::{counter_names, keys, Picker, Rng, Workload, WorkloadSpec};
+use crate::workload::{counter_names, keys, Locality, Picker, Rng, Workload, WorkloadSpec};
 
 /// Where the load runs.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -178,12 +178,16 @@ impl Bench {
         for (m, objects) in self.load.iter().zip(&self.objects) {
             let invoker = m.member().invoker();
             for shard in 0..invoker.shard_count().get() {
+                let (objects, keys) = match spec.locality {
+                    Locality::Any => (objects.clone(), self.keys.clone()),
+                    Locality::Shard => self.local_to(invoker, ShardId(shard), objects, spec)?,
+                };
                 let load = ShardLoad {
                     workload,
-                    objects: objects.clone(),
-                    keys: self.keys.clone(),
-                    key_picker: Picker::new(spec.keys, spec.key_dist),
-                    counter_picker: Picker::new(spec.counters, spec.key_dist),
+                    key_picker: Picker::new(keys.len(), spec.key_dist),
+                    counter_picker: Picker::new(objects.counters.len(), spec.key_dist),
+                    objects,
+                    keys,
                     read_ratio: spec.read_ratio,
                     value: vec![7u8; spec.value_size],
                     window,
@@ -222,6 +226,44 @@ impl Bench {
         }
         total.elapsed = elapsed;
         Ok(total)
+    }
+
+    /// The counters and keys whose partitions shard `shard` holds (`--locality shard`).
+    ///
+    /// Errors: none of them hashes to the shard (too few counters or keys).
+    fn local_to(
+        &self,
+        invoker: &corecast_engine::Invoker,
+        shard: ShardId,
+        objects: &Objects,
+        spec: &WorkloadSpec,
+    ) -> anyhow::Result<(Objects, Arc<Vec<Vec<u8>>>)> {
+        let here =
+            |bytes: &[u8]| invoker.shard_count().shard_of(invoker.partition_of(bytes)) == shard;
+        let names = counter_names(spec.counters);
+        let mine: Vec<bool> = names.iter().map(|n| here(n.as_bytes())).collect();
+        fn pick<T: Clone>(all: &[T], mine: &[bool]) -> Vec<T> {
+            all.iter()
+                .zip(mine)
+                .filter(|(_, &m)| m)
+                .map(|(o, _)| o.clone())
+                .collect()
+        }
+        let objects = Objects {
+            counters: pick(&objects.counters, &mine),
+            atomics: pick(&objects.atomics, &mine),
+            store: objects.store.clone(),
+            map: objects.map.clone(),
+        };
+        let keys: Vec<Vec<u8>> = self.keys.iter().filter(|k| here(k)).cloned().collect();
+        anyhow::ensure!(
+            !keys.is_empty() && !objects.counters.is_empty(),
+            "--locality shard: shard {} holds none of the {} counters or {} keys; use more",
+            shard.0,
+            spec.counters,
+            spec.keys
+        );
+        Ok((objects, Arc::new(keys)))
     }
 
     /// Puts every key once, so that gets hit.

@@ -37,7 +37,7 @@ use clap::Parser;
 use corecast_services::config_args::ConfigArgs;
 
 use crate::embedded::Target;
-use crate::workload::{KeyDist, Workload, WorkloadSpec};
+use crate::workload::{KeyDist, Locality, Workload, WorkloadSpec};
 
 // Shards free buffers that other shards allocated (requests, replies); glibc's malloc serializes
 // those frees on the owning arena's lock (measured: 12% of a two-shard kv-put run in futex wakes
@@ -90,6 +90,11 @@ struct Args {
     /// How keys and counters are chosen.
     #[arg(long, value_enum, default_value_t = Dist::Uniform)]
     key_dist: Dist,
+    /// Embedded: the keys and counters each shard's callers use: `any` (most operations of a
+    /// multi-shard member take a channel hop to their owner shard) or `shard` (only those its
+    /// own partitions hold, as a smart client routes every operation to its owner's core).
+    #[arg(long, value_enum, default_value_t = Locality::Any)]
+    locality: Locality,
     /// The zipfian skew (0 < theta < 1).
     #[arg(long, default_value_t = 0.99)]
     zipf_theta: f64,
@@ -221,6 +226,11 @@ fn validate(args: &Args) -> anyhow::Result<(WorkloadSpec, Target)> {
             args.cluster_size == 1,
             "--cluster-size is for the embedded cluster, not with --members"
         );
+        anyhow::ensure!(
+            args.locality == Locality::Any,
+            "--locality shard is for the embedded cluster: a smart client already sends every \
+             operation to the shard that owns it"
+        );
         let connections = args.connections.unwrap_or(args.threads);
         anyhow::ensure!(
             connections >= args.threads && connections % args.threads == 0,
@@ -243,6 +253,7 @@ fn validate(args: &Args) -> anyhow::Result<(WorkloadSpec, Target)> {
         value_size: args.value_size,
         callers: args.callers,
         key_dist,
+        locality: args.locality,
         read_ratio: args.read_ratio,
         rate: args.rate,
         warmup: Duration::from_secs_f64(args.warmup),

@@ -66,6 +66,18 @@ pub enum KeyDist {
     },
 }
 
+/// Which keys (and counters) an embedded shard's callers use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Locality {
+    /// All of them: on a member of N shards, N-1 in N operations take a channel hop to the
+    /// shard that owns their partition.
+    Any,
+    /// Those whose partition the caller's own shard holds, as the smart client sends every
+    /// operation to the core that owns it: the run measures a shard's own work, no hop.
+    Shard,
+}
+
 /// The parameters every target runs a workload with.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct WorkloadSpec {
@@ -79,6 +91,8 @@ pub struct WorkloadSpec {
     pub callers: usize,
     /// How keys are chosen.
     pub key_dist: KeyDist,
+    /// Embedded: which keys a shard's callers use.
+    pub locality: Locality,
     /// map-mixed: the share of reads.
     pub read_ratio: f64,
     /// Open loop: total operations per second, sent on a fixed schedule; `None`: closed loop.

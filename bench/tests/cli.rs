@@ -56,6 +56,14 @@ fn bad_arguments_get_a_clear_error() {
             "--connections is for a running cluster",
         ),
         (
+            vec!["--members", "127.0.0.1:1", "--locality", "shard"],
+            "--locality shard is for the embedded cluster",
+        ),
+        (
+            vec!["--locality", "shard", "--shards", "2", "--counters", "1"],
+            "holds none of the 1 counters",
+        ),
+        (
             vec!["--server-pid", "1"],
             "--server-pid is for a running cluster",
         ),
@@ -101,6 +109,8 @@ fn a_run_writes_a_summary_and_hgrm_files_that_hold_its_settings() {
         "zipfian",
         "--read-ratio",
         "0.75",
+        "--locality",
+        "shard",
         "--output",
         &d,
     ]);
@@ -113,6 +123,7 @@ fn a_run_writes_a_summary_and_hgrm_files_that_hold_its_settings() {
     assert_eq!(spec["read_ratio"], 0.75);
     assert_eq!(spec["key_dist"]["kind"], "zipfian");
     assert_eq!(spec["callers"], 4);
+    assert_eq!(spec["locality"], "shard");
     assert_eq!(summary["config"]["workloads"][0], "map-mixed");
     assert!(summary["machine"]["cores"].as_u64().unwrap() >= 1);
     assert!(!summary["machine"]["kernel"].as_str().unwrap().is_empty());
