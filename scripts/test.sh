@@ -41,7 +41,9 @@ step "corecast-bench smoke run (migration: 16 MiB on one member, a second joins)
 cargo run --release -q -p corecast-bench -- --migration-mib 16
 
 step "corecast-bench smoke run (networked, against a member process)"
-cargo build --release -q -p corecast-services --bin corecast
+# The same build as bench-vs-redis.sh's: corecast-services built on its own gets other features
+# (the bench turns some on), so `--bin corecast` alone would compile it twice.
+cargo build --release -q -p corecast-services -p corecast-bench --bins
 member_pid=""
 trap '[ -n "$member_pid" ] && kill "$member_pid" 2>/dev/null || true' EXIT
 for _ in 1 2 3 4 5; do
