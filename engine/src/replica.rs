@@ -175,18 +175,32 @@ impl Dedup {
         self.answers.get(call)
     }
 
-    pub fn insert(&mut self, call: CallId, answer: Bytes) {
+    /// Remembers a copy of `answer` for `call`. Past the window the oldest answer goes, and its
+    /// buffer takes the new one (no allocation per write once the window is full), unless it
+    /// is far bigger than the answer.
+    pub fn remember(&mut self, call: CallId, answer: &[u8]) {
         if self.window == 0 {
             return;
         }
-        if self.answers.insert(call, answer).is_none() {
-            self.order.push_back(call);
+        if let Some(kept) = self.answers.get_mut(&call) {
+            kept.clear();
+            kept.extend_from_slice(answer);
+            return;
         }
-        while self.order.len() > self.window {
-            if let Some(old) = self.order.pop_front() {
-                self.answers.remove(&old);
-            }
+        let mut spare = None;
+        while self.order.len() >= self.window {
+            let Some(old) = self.order.pop_front() else {
+                break;
+            };
+            spare = self.answers.remove(&old).or(spare);
         }
+        let mut buf = spare
+            .filter(|b| b.capacity() <= 4 * answer.len().max(256))
+            .unwrap_or_else(|| Bytes::with_capacity(answer.len()));
+        buf.clear();
+        buf.extend_from_slice(answer);
+        self.answers.insert(call, buf);
+        self.order.push_back(call);
     }
 
     pub fn clear(&mut self) {
@@ -248,19 +262,34 @@ mod tests {
     fn dedup_keeps_the_last_window_of_answers() {
         let mut d = Dedup::new(2);
         let call = |n| CallId { caller: 7, call: n };
-        let bytes = |b: u8| {
-            let mut v = Bytes::new();
-            v.push(b);
-            v
-        };
-        d.insert(call(1), bytes(1));
-        d.insert(call(2), bytes(2));
-        d.insert(call(3), bytes(3));
+        d.remember(call(1), &[1]);
+        d.remember(call(2), &[2]);
+        let first = d.get(&call(1)).map(|b| b.as_ptr());
+        d.remember(call(3), &[3]);
         assert!(d.get(&call(1)).is_none());
         assert_eq!(d.get(&call(3)).map(|b| b.to_vec()), Some(vec![3]));
-        assert_eq!(d.entries().len(), 2);
+        assert_eq!(
+            d.get(&call(3)).map(|b| b.as_ptr()),
+            first,
+            "the evicted answer's buffer holds the new one"
+        );
+        // The same call again replaces its answer and keeps its place.
+        d.remember(call(2), &[22]);
+        d.remember(call(4), &[4]);
+        assert!(d.get(&call(2)).is_none());
+        assert_eq!(
+            d.entries(),
+            vec![(7, 3, vec![3]), (7, 4, vec![4])],
+            "oldest first"
+        );
+        // A buffer far bigger than the answer is not kept for it.
+        d.remember(call(5), &[0; 4096]);
+        d.remember(call(6), &[0; 4096]);
+        let big = d.get(&call(5)).map(|b| b.as_ptr());
+        d.remember(call(7), &[7]);
+        assert_ne!(d.get(&call(7)).map(|b| b.as_ptr()), big);
         let mut off = Dedup::new(0);
-        off.insert(call(1), Bytes::new());
+        off.remember(call(1), &[]);
         assert!(off.get(&call(1)).is_none());
     }
 }

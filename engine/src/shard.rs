@@ -309,10 +309,15 @@ impl ShardCore {
             *v += 1;
         }
         let versions = state.versions[ns];
+        // The backups remember the answer too; with none, nothing else reads it.
         let response = match call {
             Some(call) => {
-                state.dedup.insert(call, out.clone());
-                out.clone()
+                state.dedup.remember(call, out);
+                if slots > 0 {
+                    out.clone()
+                } else {
+                    Bytes::new()
+                }
             }
             None => Bytes::new(),
         };
@@ -395,9 +400,7 @@ impl ShardCore {
             let state = &mut self.replicas[local];
             state.versions[ns][slot] = version;
             if let Some(call) = call {
-                let mut answer = Bytes::with_capacity(response.len());
-                answer.extend_from_slice(response);
-                state.dedup.insert(call, answer);
+                state.dedup.remember(call, response);
             }
         }
         Ok(outcome)
@@ -556,9 +559,7 @@ impl ShardCore {
                 caller: e.0.to_native(),
                 call: e.1.to_native(),
             };
-            let mut answer = Bytes::with_capacity(e.2.len());
-            answer.extend_from_slice(e.2.as_slice());
-            self.replicas[local].dedup.insert(call, answer);
+            self.replicas[local].dedup.remember(call, e.2.as_slice());
         }
         Ok(())
     }
