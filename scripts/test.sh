@@ -27,8 +27,9 @@ step "cargo test"
 cargo test --workspace
 
 step "seeded simulation of membership, tables, migrations and data: 2,000 more seeds (release)"
-# The debug run above covers seeds 0-39 (0.5 s a seed unoptimised, 0.09 s optimised); these
-# 2,000 take about 3 minutes optimised. A failure prints its seed and the command that replays it.
+# The debug run above covers seeds 0-39 (0.5 s a seed unoptimised, 0.09 s optimised, one worker
+# per core); these 2,000 take about 1.5 minutes optimised on two cores. A failure prints its seed
+# and the command that replays it.
 CORECAST_SIM_SEED=40 CORECAST_SIM_SEEDS=2000 cargo test --release -q -p corecast-net --lib seeded
 
 step "corecast-bench smoke run (embedded)"

@@ -3784,9 +3784,10 @@ mod tests {
     /// reports them and fails on any other (and says when one passes). None at the moment.
     const OPEN_SEEDS: &[u64] = &[];
 
-    /// `CORECAST_SIM_SEEDS` runs (default 40, about 20 s unoptimised; `scripts/test.sh` runs
-    /// 2,000 more optimised) from `CORECAST_SIM_SEED` (default 0); a failure names its seed, and
-    /// `CORECAST_SIM_SEED=<seed> CORECAST_SIM_SEEDS=1` replays it.
+    /// `CORECAST_SIM_SEEDS` runs (default 40, about 10 s unoptimised on two cores;
+    /// `scripts/test.sh` runs 2,000 more optimised) from `CORECAST_SIM_SEED` (default 0), one
+    /// worker per core; a failure names its seed, and `CORECAST_SIM_SEED=<seed>
+    /// CORECAST_SIM_SEEDS=1` replays it.
     #[test]
     fn seeded_simulations_of_joins_kills_pauses_and_lossy_links_converge_and_keep_acknowledged_writes(
     ) {
@@ -3797,25 +3798,45 @@ mod tests {
                 .unwrap_or(d)
         };
         let (first, count) = (env("CORECAST_SIM_SEED", 0), env("CORECAST_SIM_SEEDS", 40));
-        let mut total = Tally::default();
-        let mut failed = Vec::new();
-        for seed in first..first + count {
-            match simulate(seed) {
-                Ok(tally) => {
-                    if OPEN_SEEDS.contains(&seed) {
-                        eprintln!("simulation seed {seed} passes now: take it out of OPEN_SEEDS");
+        // Seeds are independent: one worker per core, each taking every `workers`-th seed.
+        let workers = std::thread::available_parallelism()
+            .map_or(1, |n| n.get() as u64)
+            .clamp(1, count.max(1));
+        let run = |worker: u64| {
+            let mut tally = Tally::default();
+            let mut failed = Vec::new();
+            for seed in (first + worker..first + count).step_by(workers as usize) {
+                match simulate(seed) {
+                    Ok(t) => {
+                        if OPEN_SEEDS.contains(&seed) {
+                            eprintln!(
+                                "simulation seed {seed} passes now: take it out of OPEN_SEEDS"
+                            );
+                        }
+                        tally += &t;
                     }
-                    total += &tally;
-                }
-                Err(e) if OPEN_SEEDS.contains(&seed) => {
-                    eprintln!("simulation seed {seed} fails (open, see OPEN_SEEDS): {e}");
-                }
-                Err(e) => {
-                    eprintln!("simulation seed {seed} failed: {e}");
-                    failed.push(seed);
+                    Err(e) if OPEN_SEEDS.contains(&seed) => {
+                        eprintln!("simulation seed {seed} fails (open, see OPEN_SEEDS): {e}");
+                    }
+                    Err(e) => {
+                        eprintln!("simulation seed {seed} failed: {e}");
+                        failed.push(seed);
+                    }
                 }
             }
-        }
+            (tally, failed)
+        };
+        let mut total = Tally::default();
+        let mut failed = Vec::new();
+        std::thread::scope(|s| {
+            let handles: Vec<_> = (0..workers).map(|w| s.spawn(move || run(w))).collect();
+            for h in handles {
+                let (tally, seeds) = h.join().expect("a simulation worker panicked");
+                total += &tally;
+                failed.extend(seeds);
+            }
+        });
+        failed.sort_unstable();
         assert!(
             failed.is_empty(),
             "{} of {count} simulation seeds failed: {failed:?}\nreplay one: \
