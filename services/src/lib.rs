@@ -17,6 +17,7 @@ pub mod atomic;
 pub mod chaos;
 pub mod config_args;
 pub mod counter;
+mod decimal;
 pub mod kv;
 pub mod lock;
 pub mod logging;

@@ -415,20 +415,9 @@ enum Hits {
     Carried,
 }
 
-/// Stores `key` → `value` as the owner, written now by a caller: eviction, events, the answer.
+/// Stores `key` → `value` as the owner, written by a caller at `now`: eviction, events, the
+/// answer.
 fn write(
-    ctx: &mut OpContext<'_, MapService>,
-    name: &str,
-    key: &[u8],
-    value: &[u8],
-    ttl_ms: i64,
-    want_old: bool,
-) -> Result<Written, OpError> {
-    write_at(ctx, name, (key, value), ttl_ms, want_old, now_millis())
-}
-
-/// [`write`] at `now` (a read-modify-write reads the clock once).
-fn write_at(
     ctx: &mut OpContext<'_, MapService>,
     name: &str,
     (key, value): (&[u8], &[u8]),
@@ -616,10 +605,10 @@ impl Operation for Put {
         write(
             ctx,
             &op.name,
-            &op.key,
-            &op.value,
+            (&op.key, &op.value),
             op.ttl_ms.to_native(),
             op.return_old,
+            now_millis(),
         )
     }
     fn backup_operation(op: &Archived<Self>, w: &Written) -> Option<Backup> {
@@ -748,10 +737,10 @@ impl Operation for PutIfAbsent {
         write(
             ctx,
             &op.name,
-            &op.key,
-            &op.value,
+            (&op.key, &op.value),
             op.ttl_ms.to_native(),
             false,
+            now,
         )
     }
     fn should_backup(_: &Archived<Self>, w: &Written) -> bool {
@@ -806,7 +795,7 @@ impl Operation for Replace {
         } else {
             expires_at.saturating_sub(now).max(1) as i64
         };
-        write(ctx, &op.name, &op.key, &op.value, ttl, true)
+        write(ctx, &op.name, (&op.key, &op.value), ttl, true, now)
     }
     fn should_backup(_: &Archived<Self>, w: &Written) -> bool {
         w.changed
@@ -869,9 +858,10 @@ impl Operation for PutAll {
     const ID: OpId = OpId(8);
     map_object!();
     fn run(op: &Archived<Self>, ctx: &mut OpContext<MapService>) -> Result<Vec<Written>, OpError> {
+        let now = now_millis();
         op.entries
             .iter()
-            .map(|e| write(ctx, &op.name, &e.0, &e.1, -1, false))
+            .map(|e| write(ctx, &op.name, (&e.0, &e.1), -1, false, now))
             .collect()
     }
     fn backup_operation(op: &Archived<Self>, ws: &Vec<Written>) -> Option<Backup> {

@@ -140,9 +140,14 @@ pub fn pack(key: &[u8], value: &[u8], expires_at: u64) -> Packed {
 /// Packs an entry with its expiry, update time and hits. `key` must be at most [`MAX_KEY`]
 /// bytes (the caller checks).
 pub fn pack_with(key: &[u8], value: &[u8], meta: Meta) -> Packed {
+    packed(key, value, meta, 0)
+}
+
+/// [`pack_with`], with access stamp `stamp`.
+fn packed(key: &[u8], value: &[u8], meta: Meta, stamp: u32) -> Packed {
     // Built by appending (no zero-fill first): the exact capacity makes the box free to take.
     let mut e = Vec::with_capacity(HEADER + key.len() + value.len());
-    e.extend_from_slice(&header(key.len(), meta, 0));
+    e.extend_from_slice(&header(key.len(), meta, stamp));
     e.extend_from_slice(key);
     e.extend_from_slice(value);
     e.into_boxed_slice()
@@ -249,7 +254,15 @@ impl Store {
     /// Stores `entry` (packed) as it is, hits and update time included; returns the entry it
     /// replaced, expired or not.
     pub fn insert(&mut self, entry: Packed, policy: Eviction, now: u64) -> Option<Packed> {
-        self.store(entry, policy, now)
+        let mut entry = entry;
+        let hash = self.hash(key(&entry));
+        self.queue(expires(&entry), hash);
+        set_stamp(&mut entry, stamp_of(policy, now));
+        if let Some(i) = self.find(hash, key(&entry)) {
+            return Some(std::mem::replace(&mut self.entries[i], entry));
+        }
+        self.push(hash, entry);
+        None
     }
 
     /// Stores `key` → `value` with `meta` as a caller's write at `now`: an entry live at `now`
@@ -269,9 +282,7 @@ impl Store {
         self.queue(meta.expires_at.min(MAX_MILLIS), hash);
         let stamp = stamp_of(policy, now);
         let Some(i) = self.find(hash, key) else {
-            let mut entry = pack_with(key, value, meta);
-            set_stamp(&mut entry, stamp);
-            self.push(hash, entry);
+            self.push(hash, packed(key, value, meta, stamp));
             return (false, meta.hits);
         };
         let old = &mut self.entries[i];
@@ -289,9 +300,7 @@ impl Store {
             old[..HEADER].copy_from_slice(&header(key.len(), meta, stamp));
             old[HEADER + key.len()..].copy_from_slice(value);
         } else {
-            let mut entry = pack_with(key, value, meta);
-            set_stamp(&mut entry, stamp);
-            *old = entry;
+            *old = packed(key, value, meta, stamp);
         }
         (was_live, meta.hits)
     }
@@ -309,18 +318,6 @@ impl Store {
         let (entries, hasher) = (&self.entries, &self.hasher);
         self.index
             .insert_unique(hash, i, |&j| hasher.hash_one(key(&entries[j as usize])));
-    }
-
-    fn store(&mut self, entry: Packed, policy: Eviction, now: u64) -> Option<Packed> {
-        let mut entry = entry;
-        let hash = self.hash(key(&entry));
-        self.queue(expires(&entry), hash);
-        set_stamp(&mut entry, stamp_of(policy, now));
-        if let Some(i) = self.find(hash, key(&entry)) {
-            return Some(std::mem::replace(&mut self.entries[i], entry));
-        }
-        self.push(hash, entry);
-        None
     }
 
     /// Changes the expiry of `key`'s entry; false if there is none.

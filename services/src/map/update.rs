@@ -8,7 +8,8 @@
 use corecast_engine::events::now_millis;
 use corecast_engine::prelude::*;
 
-use super::{store, write_at, write_steps, Apply, MapService};
+use super::{store, write, write_steps, Apply, MapService};
+use crate::decimal::Decimal;
 
 /// What to do to the value.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
@@ -84,41 +85,6 @@ enum NewValue<'a> {
     Number(Decimal),
     /// A value computed from the old one.
     Computed(Vec<u8>),
-}
-
-/// An `i64` in decimal, formatted without an allocation.
-struct Decimal {
-    digits: [u8; 20],
-    len: usize,
-}
-
-impl Decimal {
-    fn of(n: i64) -> Self {
-        let mut digits = [0u8; 20];
-        let mut at = digits.len();
-        let mut rest = n.unsigned_abs();
-        loop {
-            at -= 1;
-            digits[at] = b'0' + (rest % 10) as u8;
-            rest /= 10;
-            if rest == 0 {
-                break;
-            }
-        }
-        if n < 0 {
-            at -= 1;
-            digits[at] = b'-';
-        }
-        digits.copy_within(at.., 0);
-        Self {
-            digits,
-            len: digits.len() - at,
-        }
-    }
-
-    fn as_bytes(&self) -> &[u8] {
-        &self.digits[..self.len]
-    }
 }
 
 /// What an update answers, and what it writes.
@@ -216,7 +182,7 @@ impl Operation for Update {
         };
         let value = computed.as_deref().unwrap_or(value);
         // The backup takes a set's value from the operation and a sum from the outcome.
-        let written = write_at(ctx, &op.name, (&op.key, value), ttl_ms, false, now)?;
+        let written = write(ctx, &op.name, (&op.key, value), ttl_ms, false, now)?;
         Ok(UpdateResult {
             outcome,
             written: Some((computed, written)),

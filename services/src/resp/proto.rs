@@ -24,6 +24,8 @@
 use std::fmt;
 use std::io::Write as _;
 
+use crate::decimal::Decimal;
+
 /// Redis' `PROTO_INLINE_MAX_SIZE`: the longest inline request or length line.
 const DEFAULT_MAX_INLINE: usize = 64 * 1024;
 
@@ -512,25 +514,12 @@ pub enum Version {
 const CRLF: &[u8] = b"\r\n";
 
 /// Appends the decimal digits of `v` without allocating.
-fn push_u64(out: &mut Vec<u8>, mut v: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[i..]);
+fn push_u64(out: &mut Vec<u8>, v: u64) {
+    out.extend_from_slice(Decimal::of_u64(v).as_bytes());
 }
 
 fn push_i64(out: &mut Vec<u8>, v: i64) {
-    if v < 0 {
-        out.push(b'-');
-    }
-    push_u64(out, v.unsigned_abs());
+    out.extend_from_slice(Decimal::of(v).as_bytes());
 }
 
 /// `<kind><n>\r\n`.
