@@ -2,9 +2,11 @@
 //!
 //! Owns: [`Invoker`] (cheap to clone, usable from any thread) and [`InvocationError`].
 //! A caller on one of the member's own shards runs operations on that shard's partitions inline,
-//! with no channel hop; every other call becomes a [`ShardMsg`] on the owning shard's bounded
-//! channel (a full channel makes the caller wait: backpressure, not memory growth) with a
-//! [`Reply`]: a oneshot for a thread, or a completion into the calling shard's own queue. Operations to all partitions go to every shard at once and are gathered per partition.
+//! with no channel hop. A caller on another shard queues its call in its shard's outbox, sent
+//! with the round's other calls to that owner as one message, its answer coming back into the
+//! calling shard's own queue (see [`crate::outbox`]). A thread that is no shard sends a
+//! [`ShardMsg`] on the owning shard's bounded channel (a full channel makes the caller wait:
+//! backpressure, not memory growth) with a oneshot [`Reply`]. Operations to all partitions go to every shard at once and are gathered per partition.
 //!
 //! Leaves to others: what runs on the shard ([`crate::shard`]), objects ([`crate::object`]).
 
@@ -106,6 +108,11 @@ impl Invoker {
                 member,
             }),
         }
+    }
+
+    /// Every shard's link, by shard index.
+    pub(crate) fn links(&self) -> Vec<Arc<ShardLink>> {
+        self.inner.links.clone()
     }
 
     pub(crate) fn token(&self) -> MemberToken {
@@ -302,16 +309,23 @@ impl Invoker {
                     }
                     Some(Err(e)) => Err(e),
                     None => {
-                        let (reply, answer) =
-                            shard::shard_reply(self.token()).unwrap_or_else(Reply::thread);
-                        let msg = ShardMsg::Invoke {
-                            partition,
-                            service,
-                            op,
-                            payload,
-                            reply,
+                        let answer = match shard::queue_call(
+                            token, shard, partition, service, op, payload,
+                        ) {
+                            Ok(answer) => answer,
+                            Err(payload) => {
+                                let (reply, answer) = Reply::thread();
+                                let msg = ShardMsg::Invoke {
+                                    partition,
+                                    service,
+                                    op,
+                                    payload,
+                                    reply,
+                                };
+                                self.send(shard, msg).await?;
+                                answer
+                            }
                         };
-                        self.send(shard, msg).await?;
                         answer.await.map_err(|_| InvocationError::MemberStopped)?
                     }
                 }

@@ -16,6 +16,8 @@
 //! - [`replica`]: replica versions, remembered answers by call id, backup and snapshot types.
 //! - [`reply`] (crate-private): answers back to callers: oneshots for threads, completion
 //!   messages for callers on shards.
+//! - `outbox` (crate-private): a shard's calls to other shards and the answers it owes them,
+//!   sent as one message per destination each scheduling round.
 //! - [`shard`] (crate-private): one shard's state and its message loop on a glommio executor.
 //! - `doorbell` (crate-private): waking a sleeping shard from another thread, on glommio's main
 //!   ring.
@@ -46,6 +48,7 @@ pub mod member;
 mod memlock;
 pub mod migration;
 pub mod object;
+mod outbox;
 pub mod partition;
 pub mod payload;
 mod registry;

@@ -58,6 +58,13 @@ pub(crate) fn encode_into<T: Payload>(value: &T, out: &mut Bytes) -> Result<(), 
     Ok(())
 }
 
+/// `bytes` in an aligned allocation of their own.
+pub(crate) fn copy(bytes: &[u8]) -> Bytes {
+    let mut out = Bytes::with_capacity(bytes.len());
+    out.extend_from_slice(bytes);
+    out
+}
+
 /// Archives `value` into fresh bytes.
 pub fn encode<T: Payload>(value: &T) -> Result<Bytes, rancor::Error> {
     rkyv::api::high::to_bytes_in(value, Bytes::with_capacity(FIRST_CAPACITY))

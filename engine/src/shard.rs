@@ -7,7 +7,8 @@
 //! Invariant: a `ShardCore` is created on its executor's thread and never leaves it. Other threads
 //! reach it only through its bounded inbox; answers go back as [`Reply`]s.
 //!
-//! The loop drains the inbox and its completion queue, then yields to the shard's other tasks
+//! The loop sends its outbox (the calls its tasks queued for other shards), drains the inbox and
+//! its completion queue, sends the answers it owes, then yields to the shard's other tasks
 //! (every few rounds through glommio's reactor, so sockets are polled while the queues stay busy),
 //! and after [`IDLE_SPIN`] without a message awaits the shard's doorbell (see [`crate::doorbell`]
 //! for why not glommio's own wake-up).
@@ -26,6 +27,7 @@ use crate::extension::{Acks, Extension, MigrationPhase, Router, ShardContext};
 use crate::invocation::Invoker;
 use crate::member::StartError;
 use crate::object;
+use crate::outbox::{CallBatch, CallRef, Completions, Outbox};
 use crate::partition::{PartitionCount, PartitionId, ShardCount, ShardId};
 use crate::payload::Bytes;
 use crate::registry::{BackupWork, Dispatch, ErasedSlot, Mode, Policies, ServiceFactory, Target};
@@ -33,7 +35,7 @@ use crate::replica::{
     classify, ArchivedPartitionSnapshot, BackupApplied, CallId, NamespaceSnapshot,
     PartitionSnapshot, ReplicaState, Replication,
 };
-use crate::reply::{Answer, Completion, Pending, Reply};
+use crate::reply::{Answer, Pending, Reply};
 use crate::spi::{
     MemberInfo, MembershipEvent, MigrationEndpoint, MigrationEvent, OpError, OpId, ReplicaIndex,
     ReplicationEvent, ServiceContext, ServiceId,
@@ -73,6 +75,8 @@ pub(crate) enum ShardMsg {
         parts: Vec<(PartitionId, Bytes)>,
         reply: oneshot::Sender<PartitionReplies>,
     },
+    /// Calls from another shard of this member, gathered in one of its rounds.
+    Calls(CallBatch),
     /// Run a closure on the shard's thread (it may spawn local tasks).
     Run(Box<dyn FnOnce() + Send>),
     /// Drop every service's state and every object record (a split-brain rejoin).
@@ -85,14 +89,14 @@ pub(crate) enum ShardMsg {
 /// Every send rings the doorbell, which costs a syscall only when the shard is waiting.
 pub(crate) struct ShardLink {
     inbox: flume::Sender<ShardMsg>,
-    completions: flume::Sender<Completion>,
+    completions: flume::Sender<Completions>,
     bell: Doorbell,
 }
 
 /// The shard's side of its [`ShardLink`]: the queues it reads and its end of the doorbell.
 pub(crate) struct ShardQueues {
     pub inbox: flume::Receiver<ShardMsg>,
-    pub completions: flume::Receiver<Completion>,
+    pub completions: flume::Receiver<Completions>,
     pub bell: std::os::unix::net::UnixStream,
 }
 
@@ -123,6 +127,13 @@ impl ShardLink {
         Ok(())
     }
 
+    /// Sends `msg` if the inbox has room, and rings; gives it back if not.
+    pub fn try_send(&self, msg: ShardMsg) -> Result<(), flume::TrySendError<ShardMsg>> {
+        self.inbox.try_send(msg)?;
+        self.bell.ring();
+        Ok(())
+    }
+
     /// Sends from a thread with no executor; `false` if the shard stopped.
     pub fn send_blocking(&self, msg: ShardMsg) -> bool {
         let sent = self.inbox.send(msg).is_ok();
@@ -131,8 +142,8 @@ impl ShardLink {
     }
 
     /// Delivers an answer to a caller on this shard. A stopped shard does not read it: fine.
-    pub fn complete(&self, completion: Completion) {
-        let _ = self.completions.send(completion);
+    pub fn complete(&self, completions: Completions) {
+        let _ = self.completions.send(completions);
         self.bell.ring();
     }
 
@@ -694,6 +705,8 @@ struct Current {
     shard: ShardId,
     core: Rc<RefCell<ShardCore>>,
     pending: Rc<RefCell<Pending>>,
+    /// Calls to other shards and answers owed to them, sent once per round.
+    outbox: Rc<RefCell<Outbox>>,
     /// Where this shard's partitions are owned, when the member is part of a cluster.
     router: Option<Rc<dyn Router>>,
 }
@@ -793,8 +806,26 @@ pub(crate) fn run_owned(
     call: Option<CallId>,
 ) -> (Answer, Option<Acks>) {
     let mut out = Bytes::new();
+    let (result, acks) = run_owned_into(
+        core, router, partition, service, op, payload, &mut out, call,
+    );
+    (result.map(|()| out), acks)
+}
+
+/// [`run_owned`], archiving the response into `out` (a buffer reused between calls).
+#[allow(clippy::too_many_arguments)]
+fn run_owned_into(
+    core: &RefCell<ShardCore>,
+    router: Option<&Rc<dyn Router>>,
+    partition: PartitionId,
+    service: ServiceId,
+    op: OpId,
+    payload: &[u8],
+    out: &mut Bytes,
+    call: Option<CallId>,
+) -> (Result<(), OpError>, Option<Acks>) {
     let result = match core.try_borrow_mut() {
-        Ok(mut core) => core.execute(partition, service, op, payload, &mut out, call),
+        Ok(mut core) => core.execute(partition, service, op, payload, out, call),
         Err(_) => Err(OpError::Unavailable {
             partition,
             reason: "the shard is busy with another operation".into(),
@@ -803,7 +834,7 @@ pub(crate) fn run_owned(
     match result {
         Ok(replication) => {
             let acks = replication.and_then(|r| router.and_then(|router| router.replicate(r)));
-            (Ok(out), acks)
+            (Ok(()), acks)
         }
         Err(e) => (Err(e), None),
     }
@@ -838,14 +869,60 @@ pub(crate) fn current_router(token: MemberToken, shard: ShardId) -> Option<Rc<dy
     })
 }
 
-/// If this thread is one of member `token`'s shards: a reply routed back through this shard's
-/// completion queue, and what the caller awaits. `None` elsewhere (use [`Reply::thread`]).
-pub(crate) fn shard_reply(token: MemberToken) -> Option<(Reply, oneshot::Receiver<Answer>)> {
+/// If this thread is one of member `token`'s shards: queues the call for shard `to` in this
+/// shard's outbox and gives what the caller awaits (its answer comes back through this shard's
+/// completion queue). `Err` gives the payload back elsewhere (send it with [`Reply::thread`]).
+pub(crate) fn queue_call(
+    token: MemberToken,
+    to: ShardId,
+    partition: PartitionId,
+    service: ServiceId,
+    op: OpId,
+    payload: Bytes,
+) -> Result<oneshot::Receiver<Answer>, Bytes> {
     CURRENT.with(|current| {
-        let current = current.try_borrow().ok()?;
-        let current = current.as_ref().filter(|c| c.token == token)?;
-        let mut pending = current.pending.try_borrow_mut().ok()?;
-        Some(pending.register())
+        let Ok(current) = current.try_borrow() else {
+            return Err(payload);
+        };
+        let Some(current) = current.as_ref().filter(|c| c.token == token) else {
+            return Err(payload);
+        };
+        let (Ok(mut pending), Ok(mut outbox)) = (
+            current.pending.try_borrow_mut(),
+            current.outbox.try_borrow_mut(),
+        ) else {
+            return Err(payload);
+        };
+        let (correlation, answer) = pending.register();
+        match outbox.call(to, partition, service, op, payload, correlation) {
+            Ok(()) => Ok(answer),
+            Err(payload) => {
+                pending.forget(correlation);
+                Err(payload)
+            }
+        }
+    })
+}
+
+/// Queues an answer for a caller on shard `to` of member `token` in this thread's outbox, if
+/// this thread is another shard of that member; gives it back otherwise.
+pub(crate) fn complete_from_here(
+    token: MemberToken,
+    to: ShardId,
+    correlation: u64,
+    answer: Option<Answer>,
+) -> Result<(), Option<Answer>> {
+    CURRENT.with(|current| {
+        let Ok(current) = current.try_borrow() else {
+            return Err(answer);
+        };
+        let Some(current) = current.as_ref().filter(|c| c.token == token) else {
+            return Err(answer);
+        };
+        let Ok(mut outbox) = current.outbox.try_borrow_mut() else {
+            return Err(answer);
+        };
+        outbox.complete_owned(to, correlation, answer)
     })
 }
 
@@ -895,13 +972,19 @@ pub(crate) fn spawn(
                     return;
                 }
             };
-            let pending = Rc::new(RefCell::new(Pending::new(spec.link.clone())));
+            let pending = Rc::new(RefCell::new(Pending::default()));
+            let outbox = Rc::new(RefCell::new(Outbox::new(
+                spec.token,
+                shard,
+                spec.invoker.links(),
+            )));
             CURRENT.with(|c| {
                 *c.borrow_mut() = Some(Current {
                     token: spec.token,
                     shard,
                     core: core.clone(),
                     pending: pending.clone(),
+                    outbox: outbox.clone(),
                     router: None,
                 })
             });
@@ -934,7 +1017,8 @@ pub(crate) fn spawn(
                 bell: Bell::new(queues.bell),
                 link: spec.link.clone(),
             };
-            let terminate = serve(&core, &pending, &mut queues, router.as_ref()).await;
+            let terminate = serve(&core, &pending, &outbox, &mut queues, router.as_ref()).await;
+            outbox.borrow_mut().set_batching(false);
             if let Some(router) = &router {
                 router.shutdown();
             }
@@ -982,7 +1066,7 @@ const REACTOR_EVERY: u32 = 8;
 /// What a shard's loop reads.
 struct Served {
     inbox: flume::Receiver<ShardMsg>,
-    completions: flume::Receiver<Completion>,
+    completions: flume::Receiver<Completions>,
     bell: Bell,
     link: Arc<ShardLink>,
 }
@@ -992,6 +1076,7 @@ struct Served {
 async fn serve(
     core: &Rc<RefCell<ShardCore>>,
     pending: &RefCell<Pending>,
+    outbox: &RefCell<Outbox>,
     queues: &mut Served,
     router: Option<&Rc<dyn Router>>,
 ) -> bool {
@@ -999,24 +1084,32 @@ async fn serve(
     let mut idle_since: Option<Instant> = None;
     let mut rounds: u32 = 0;
     loop {
+        // What this shard's tasks queued since the last round.
+        outbox.borrow_mut().set_batching(true);
+        outbox.borrow_mut().flush();
         let mut handled = 0;
-        while let Ok(completion) = queues.completions.try_recv() {
-            pending.borrow_mut().complete(completion);
-            handled += 1;
+        while let Ok(completions) = queues.completions.try_recv() {
+            handled += completions.len();
+            completions.deliver(&mut pending.borrow_mut());
         }
         while handled < BATCH {
             match queues.inbox.try_recv() {
                 Ok(msg) => {
-                    if let Some(terminate) = handle(core, msg, router) {
+                    handled += match &msg {
+                        ShardMsg::Calls(batch) => batch.len(),
+                        _ => 1,
+                    };
+                    if let Some(terminate) = handle(core, msg, router, outbox) {
                         return terminate;
                     }
-                    handled += 1;
                 }
                 Err(flume::TryRecvError::Empty) => break,
                 Err(flume::TryRecvError::Disconnected) => return true,
             }
         }
-        let busy = if handled > 0 {
+        // The answers this round owes, and calls a full inbox held back.
+        outbox.borrow_mut().flush();
+        let busy = if handled > 0 || !outbox.borrow().is_empty() {
             idle_since = None;
             true
         } else {
@@ -1034,6 +1127,8 @@ async fn serve(
             }
         } else {
             idle_since = None;
+            // Asleep, the loop flushes nothing: tasks woken meanwhile send at once.
+            outbox.borrow_mut().set_batching(false);
             let (inbox, completions) = (&queues.inbox, &queues.completions);
             queues
                 .bell
@@ -1059,6 +1154,7 @@ fn handle(
     core: &Rc<RefCell<ShardCore>>,
     msg: ShardMsg,
     router: Option<&Rc<dyn Router>>,
+    outbox: &RefCell<Outbox>,
 ) -> Option<bool> {
     match msg {
         ShardMsg::Invoke {
@@ -1097,6 +1193,7 @@ fn handle(
             parts,
             reply,
         } => many(core, service, op, parts, reply, router),
+        ShardMsg::Calls(batch) => calls(core, batch, router, outbox),
         ShardMsg::Run(f) => f(),
         ShardMsg::Reset(done) => {
             core.borrow_mut().reset();
@@ -1105,6 +1202,63 @@ fn handle(
         ShardMsg::Shutdown { terminate } => return Some(terminate),
     }
     None
+}
+
+/// Runs another shard's calls: answers that are ready join the outbox for the calling shard;
+/// those that wait on backups' acks or on the partition's owner elsewhere answer when they can.
+fn calls(
+    core: &Rc<RefCell<ShardCore>>,
+    mut batch: CallBatch,
+    router: Option<&Rc<dyn Router>>,
+    outbox: &RefCell<Outbox>,
+) {
+    let (from, token) = (batch.from(), outbox.borrow().token());
+    // One response buffer for the batch: each answer is copied into the answers' pack.
+    let mut out = Bytes::new();
+    batch.run(|batch, call| {
+        let CallRef {
+            partition,
+            service,
+            op,
+            payload,
+            correlation,
+        } = call;
+        let ready = |answer: Result<&[u8], OpError>| {
+            if !outbox
+                .borrow_mut()
+                .complete(from, correlation, Some(answer.clone()))
+            {
+                let mut completions = Completions::default();
+                completions.push(correlation, Some(answer));
+                batch.answer_now(completions);
+            }
+        };
+        match router.filter(|r| !r.is_local(partition)) {
+            Some(router) => {
+                let here = core.try_borrow_mut().ok().and_then(|mut core| {
+                    core.read_from_backup(router.as_ref(), partition, service, op, payload)
+                });
+                if let Some(out) = here {
+                    ready(Ok(&out));
+                } else {
+                    let reply = batch.reply(token, correlation);
+                    let answer =
+                        router.forward(partition, service, op, crate::payload::copy(payload));
+                    glommio::spawn_local(async move { reply.send(answer.await) }).detach();
+                }
+            }
+            None => match run_owned_into(
+                core, router, partition, service, op, payload, &mut out, None,
+            ) {
+                (Ok(()), None) => ready(Ok(&out)),
+                (Err(e), None) => ready(Err(e)),
+                (result, acks) => {
+                    let answer = result.map(|()| std::mem::take(&mut out));
+                    answer_after(batch.reply(token, correlation), answer, acks);
+                }
+            },
+        }
+    });
 }
 
 /// Runs an all-partitions operation on this shard's partitions: here for those this member owns

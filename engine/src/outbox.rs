@@ -1,0 +1,499 @@
+//! A shard's cross-shard traffic, gathered per scheduling round and packed.
+//!
+//! Owns: [`Outbox`] (the calls this shard's tasks make to other shards of its member, and the
+//! answers it owes their callers, one list per destination shard), [`CallBatch`] (a round's calls
+//! to one shard, sent as one message) and [`Completions`] (a round's answers to one shard).
+//!
+//! Why: a call that crossed cores one message at a time took a lock on the owner's inbox, a
+//! doorbell check and an answer message back, and its request and response were allocations
+//! freed on the other core (the allocator's cross-thread free list, a cache miss per block when
+//! its owner collects them). While the shard's loop runs rounds it sends everything a round
+//! queued for one shard as one message, the requests' bytes packed in one buffer, and the answers
+//! it owes one shard likewise; while its loop sleeps (or before it runs), a push is sent at once.
+//! A batch the owner's inbox cannot take stays queued and is offered again the next round, so a
+//! full inbox still holds callers back (each waits for its answer) without blocking the shard.
+
+use std::sync::Arc;
+
+use crate::partition::{PartitionId, ShardId};
+use crate::payload::{copy, Bytes};
+use crate::reply::{Answer, Pending, Reply, ShardReply};
+use crate::shard::{MemberToken, ShardLink, ShardMsg};
+use crate::spi::{OpError, OpId, ServiceId};
+
+/// Packed byte strings start at multiples of this, so each reads in place as an archive (rkyv's
+/// buffers are aligned to 16).
+const ALIGN: usize = 16;
+
+/// Byte strings larger than this keep their own allocation instead of being copied into a pack.
+const PACK_LIMIT: usize = 4096;
+
+/// Byte strings in one aligned buffer, each at an [`ALIGN`] boundary.
+#[derive(Default)]
+struct Pack {
+    bytes: Bytes,
+}
+
+/// Where a byte string of a [`Pack`] is.
+enum Packed {
+    At { start: usize, len: usize },
+    Own(Bytes),
+}
+
+impl Pack {
+    fn with_capacity(capacity: usize) -> Self {
+        Self {
+            bytes: Bytes::with_capacity(capacity),
+        }
+    }
+
+    fn capacity(&self) -> usize {
+        self.bytes.capacity()
+    }
+
+    /// Packs an allocated byte string: a large one keeps its allocation.
+    fn add_owned(&mut self, bytes: Bytes) -> Packed {
+        match bytes.len() > PACK_LIMIT {
+            true => Packed::Own(bytes),
+            false => self.add(&bytes),
+        }
+    }
+
+    /// Copies `bytes` in (a large one into an allocation of its own).
+    fn add(&mut self, bytes: &[u8]) -> Packed {
+        if bytes.len() > PACK_LIMIT {
+            return Packed::Own(copy(bytes));
+        }
+        let start = self.bytes.len().next_multiple_of(ALIGN);
+        self.bytes.resize(start, 0);
+        self.bytes.extend_from_slice(bytes);
+        Packed::At {
+            start,
+            len: bytes.len(),
+        }
+    }
+
+    fn get<'a>(&'a self, at: &'a Packed) -> &'a [u8] {
+        match at {
+            Packed::At { start, len } => self.bytes.get(*start..start + len).unwrap_or(&[]),
+            Packed::Own(bytes) => bytes,
+        }
+    }
+
+    /// The byte string in an allocation of its own.
+    fn take(&self, at: Packed) -> Bytes {
+        match at {
+            Packed::Own(bytes) => bytes,
+            at => copy(self.get(&at)),
+        }
+    }
+}
+
+/// One operation for a partition of another shard, answered by correlation id.
+struct Call {
+    partition: PartitionId,
+    service: ServiceId,
+    op: OpId,
+    payload: Packed,
+    correlation: u64,
+}
+
+/// A call of a [`CallBatch`], its payload read in place from the batch.
+pub(crate) struct CallRef<'a> {
+    pub partition: PartitionId,
+    pub service: ServiceId,
+    pub op: OpId,
+    pub payload: &'a [u8],
+    pub correlation: u64,
+}
+
+/// Calls from one shard to another. Dropped with calls still in it (the owner stopped before it
+/// ran them), it tells their callers there will be no answer.
+pub(crate) struct CallBatch {
+    /// The calling shard, and the way back to it.
+    from: ShardId,
+    back: Arc<ShardLink>,
+    calls: Vec<Call>,
+    payloads: Pack,
+}
+
+impl CallBatch {
+    /// The calling shard.
+    pub fn from(&self) -> ShardId {
+        self.from
+    }
+
+    /// How many calls it holds.
+    pub fn len(&self) -> usize {
+        self.calls.len()
+    }
+
+    /// Runs `f` on each call in order; the batch then answers nothing on drop.
+    pub fn run(&mut self, mut f: impl FnMut(&Self, CallRef<'_>)) {
+        let calls = std::mem::take(&mut self.calls);
+        for call in &calls {
+            let call = CallRef {
+                partition: call.partition,
+                service: call.service,
+                op: call.op,
+                payload: self.payloads.get(&call.payload),
+                correlation: call.correlation,
+            };
+            f(self, call);
+        }
+    }
+
+    /// A reply for a call of this batch answered later (after its backups acked, or by the
+    /// partition's owner elsewhere).
+    pub fn reply(&self, token: MemberToken, correlation: u64) -> Reply {
+        Reply::Shard(ShardReply::new(
+            self.back.clone(),
+            self.from,
+            token,
+            correlation,
+        ))
+    }
+
+    /// Sends answers straight back to the calling shard.
+    pub fn answer_now(&self, completions: Completions) {
+        self.back.complete(completions);
+    }
+}
+
+impl Drop for CallBatch {
+    fn drop(&mut self) {
+        if !self.calls.is_empty() {
+            let mut unanswered = Completions::default();
+            for call in &self.calls {
+                unanswered.push(call.correlation, None);
+            }
+            self.back.complete(unanswered);
+        }
+    }
+}
+
+/// Answers on their way back to the caller's shard, their bytes packed in one buffer.
+#[derive(Default)]
+pub(crate) struct Completions {
+    /// By correlation id: the answer, or `None` if the call will get none (its shard stopped).
+    items: Vec<(u64, Option<Result<Packed, OpError>>)>,
+    answers: Pack,
+}
+
+impl Completions {
+    fn with_capacity(items: usize, bytes: usize) -> Self {
+        Self {
+            items: Vec::with_capacity(items),
+            answers: Pack::with_capacity(bytes),
+        }
+    }
+
+    /// One answer.
+    pub fn one(correlation: u64, answer: Option<Answer>) -> Self {
+        let mut one = Self::default();
+        one.push_owned(correlation, answer);
+        one
+    }
+
+    /// How many answers it holds.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Adds the answer to call `correlation`, copying its bytes.
+    pub fn push(&mut self, correlation: u64, answer: Option<Result<&[u8], OpError>>) {
+        let answer = answer.map(|a| a.map(|bytes| self.answers.add(bytes)));
+        self.items.push((correlation, answer));
+    }
+
+    /// Adds an answer already in an allocation of its own (kept whole if large).
+    pub fn push_owned(&mut self, correlation: u64, answer: Option<Answer>) {
+        let answer = answer.map(|a| a.map(|bytes| self.answers.add_owned(bytes)));
+        self.items.push((correlation, answer));
+    }
+
+    /// Wakes every caller these answers belong to (on the callers' shard).
+    pub fn deliver(self, pending: &mut Pending) {
+        let Completions { items, answers } = self;
+        for (correlation, answer) in items {
+            pending.complete(
+                correlation,
+                answer.map(|a| a.map(|packed| answers.take(packed))),
+            );
+        }
+    }
+}
+
+/// Calls queued for one shard.
+#[derive(Default)]
+struct Queued {
+    calls: Vec<Call>,
+    payloads: Pack,
+}
+
+/// What one shard owes the other shards of its member: calls to send and answers to return.
+pub(crate) struct Outbox {
+    token: MemberToken,
+    me: ShardId,
+    /// Every shard's link, by shard index (this one's included).
+    links: Vec<Arc<ShardLink>>,
+    calls: Vec<Queued>,
+    completions: Vec<Completions>,
+    /// Calls and answers queued and not sent yet.
+    queued: usize,
+    /// The shard's loop is running rounds and flushes at each: pushes wait for it.
+    batching: bool,
+}
+
+impl Outbox {
+    /// The outbox of shard `me` of member `token`, whose shards' links are `links`.
+    pub fn new(token: MemberToken, me: ShardId, links: Vec<Arc<ShardLink>>) -> Self {
+        let n = links.len();
+        Self {
+            token,
+            me,
+            links,
+            calls: (0..n).map(|_| Queued::default()).collect(),
+            completions: (0..n).map(|_| Completions::default()).collect(),
+            queued: 0,
+            batching: false,
+        }
+    }
+
+    /// The member this outbox belongs to.
+    pub fn token(&self) -> MemberToken {
+        self.token
+    }
+
+    /// Whether anything waits to be sent.
+    pub fn is_empty(&self) -> bool {
+        self.queued == 0
+    }
+
+    /// Queues call `correlation` to shard `to`; `Err` gives the payload back if there is no such
+    /// shard.
+    #[allow(clippy::too_many_arguments)]
+    pub fn call(
+        &mut self,
+        to: ShardId,
+        partition: PartitionId,
+        service: ServiceId,
+        op: OpId,
+        payload: Bytes,
+        correlation: u64,
+    ) -> Result<(), Bytes> {
+        let Some(queued) = self.calls.get_mut(to.0 as usize) else {
+            return Err(payload);
+        };
+        let payload = queued.payloads.add_owned(payload);
+        queued.calls.push(Call {
+            partition,
+            service,
+            op,
+            payload,
+            correlation,
+        });
+        self.pushed();
+        Ok(())
+    }
+
+    /// Queues the answer to call `correlation` of shard `to`, copying its bytes; `false` if there
+    /// is no such shard.
+    pub fn complete(
+        &mut self,
+        to: ShardId,
+        correlation: u64,
+        answer: Option<Result<&[u8], OpError>>,
+    ) -> bool {
+        let Some(completions) = self.completions.get_mut(to.0 as usize) else {
+            return false;
+        };
+        completions.push(correlation, answer);
+        self.pushed();
+        true
+    }
+
+    /// Queues an answer in an allocation of its own; `Err` gives it back if there is no such
+    /// shard.
+    pub fn complete_owned(
+        &mut self,
+        to: ShardId,
+        correlation: u64,
+        answer: Option<Answer>,
+    ) -> Result<(), Option<Answer>> {
+        let Some(completions) = self.completions.get_mut(to.0 as usize) else {
+            return Err(answer);
+        };
+        completions.push_owned(correlation, answer);
+        self.pushed();
+        Ok(())
+    }
+
+    fn pushed(&mut self) {
+        self.queued += 1;
+        if !self.batching {
+            self.flush();
+        }
+    }
+
+    /// Whether the shard's loop flushes each round (`true` while it runs rounds, `false` before
+    /// it sleeps or stops: then everything queued is sent now, and later pushes at once).
+    pub fn set_batching(&mut self, on: bool) {
+        self.batching = on;
+        if !on {
+            self.flush();
+        }
+    }
+
+    /// Sends everything queued: per shard one message of calls and one of answers. Calls a full
+    /// inbox does not take stay queued for the next flush.
+    pub fn flush(&mut self) {
+        if self.queued == 0 {
+            return;
+        }
+        let mut left = 0;
+        for (index, link) in self.links.iter().enumerate() {
+            let completions = &mut self.completions[index];
+            if !completions.is_empty() {
+                let next = Completions::with_capacity(
+                    completions.items.capacity(),
+                    completions.answers.capacity(),
+                );
+                link.complete(std::mem::replace(completions, next));
+            }
+            let queued = &mut self.calls[index];
+            if queued.calls.is_empty() {
+                continue;
+            }
+            let next = Queued {
+                calls: Vec::with_capacity(queued.calls.capacity()),
+                payloads: Pack::with_capacity(queued.payloads.capacity()),
+            };
+            let Queued { calls, payloads } = std::mem::replace(queued, next);
+            let batch = CallBatch {
+                from: self.me,
+                back: self.links[self.me.0 as usize].clone(),
+                calls,
+                payloads,
+            };
+            match link.try_send(ShardMsg::Calls(batch)) {
+                Ok(()) => {}
+                Err(flume::TrySendError::Full(ShardMsg::Calls(mut batch))) => {
+                    queued.calls = std::mem::take(&mut batch.calls);
+                    queued.payloads = std::mem::take(&mut batch.payloads);
+                    left += queued.calls.len();
+                }
+                // A stopped shard: the batch's drop answers its calls as unanswered.
+                Err(_) => {}
+            }
+        }
+        self.queued = left;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bytes(b: &[u8]) -> Bytes {
+        copy(b)
+    }
+
+    #[test]
+    fn packed_strings_start_aligned_and_read_back() {
+        let mut pack = Pack::default();
+        let a = pack.add(b"abc");
+        let b = pack.add(&[7; 40]);
+        let big = pack.add(&[9; PACK_LIMIT + 1]);
+        assert_eq!(pack.get(&a), b"abc");
+        assert_eq!(pack.get(&b), &[7; 40]);
+        assert!(matches!(b, Packed::At { start: 16, .. }));
+        assert!(matches!(big, Packed::Own(_)));
+        assert_eq!(pack.take(big).len(), PACK_LIMIT + 1);
+        assert_eq!(pack.get(&b).as_ptr() as usize % ALIGN, 0);
+    }
+
+    #[test]
+    fn answers_reach_their_callers_in_one_message() {
+        let (link, queues) = ShardLink::new(4).unwrap();
+        let mut outbox = Outbox::new(MemberToken(1), ShardId(1), vec![link.clone(), link]);
+        let mut pending = Pending::default();
+        let (a, answer_a) = pending.register();
+        let (b, answer_b) = pending.register();
+        let (c, answer_c) = pending.register();
+        outbox.set_batching(true);
+        assert!(outbox.complete(ShardId(0), a, Some(Ok(b"one"))));
+        let failed = OpError::failed("no");
+        assert!(outbox.complete(ShardId(0), b, Some(Err(failed.clone()))));
+        assert!(outbox
+            .complete_owned(ShardId(0), c, Some(Ok(bytes(&[3; PACK_LIMIT + 5]))))
+            .is_ok());
+        assert!(!outbox.complete(ShardId(5), a, None), "no such shard");
+        assert!(
+            queues.completions.is_empty(),
+            "held until the round's flush"
+        );
+        outbox.flush();
+        let completions = queues.completions.try_recv().unwrap();
+        assert_eq!(completions.len(), 3);
+        assert!(queues.completions.is_empty());
+        completions.deliver(&mut pending);
+        assert_eq!(answer_a.try_recv().unwrap().unwrap().as_slice(), b"one");
+        assert_eq!(answer_b.try_recv().unwrap().err(), Some(failed));
+        assert_eq!(answer_c.try_recv().unwrap().unwrap().len(), PACK_LIMIT + 5);
+    }
+
+    #[test]
+    fn a_batch_a_full_inbox_refuses_waits_for_the_next_flush() {
+        let (to, queues) = ShardLink::new(1).unwrap();
+        let (me, _mine) = ShardLink::new(4).unwrap();
+        let mut outbox = Outbox::new(MemberToken(1), ShardId(1), vec![to.clone(), me]);
+        assert!(to.try_send(ShardMsg::Run(Box::new(|| {}))).is_ok());
+        outbox.set_batching(true);
+        let (p, s, o) = (PartitionId(0), ServiceId(1), OpId(2));
+        assert!(outbox.call(ShardId(0), p, s, o, bytes(b"x"), 7).is_ok());
+        assert!(outbox.call(ShardId(0), p, s, o, bytes(b"yz"), 8).is_ok());
+        outbox.flush();
+        assert!(!outbox.is_empty(), "the full inbox took nothing");
+        assert!(matches!(queues.inbox.try_recv(), Ok(ShardMsg::Run(_))));
+        outbox.flush();
+        assert!(outbox.is_empty());
+        let Ok(ShardMsg::Calls(mut batch)) = queues.inbox.try_recv() else {
+            panic!("expected the calls");
+        };
+        let mut seen = Vec::new();
+        batch.run(|_, call| seen.push((call.correlation, call.payload.to_vec())));
+        assert_eq!(seen, vec![(7, b"x".to_vec()), (8, b"yz".to_vec())]);
+    }
+
+    #[test]
+    fn calls_dropped_unrun_tell_their_callers() {
+        let (to, queues) = ShardLink::new(4).unwrap();
+        let (me, mine) = ShardLink::new(4).unwrap();
+        let mut outbox = Outbox::new(MemberToken(1), ShardId(1), vec![to, me]);
+        let mut pending = Pending::default();
+        let (correlation, answer) = pending.register();
+        let payload = bytes(b"x");
+        assert!(outbox
+            .call(
+                ShardId(0),
+                PartitionId(0),
+                ServiceId(1),
+                OpId(2),
+                payload,
+                correlation
+            )
+            .is_ok());
+        // Not batching: sent at once.
+        drop(queues.inbox.try_recv());
+        mine.completions.try_recv().unwrap().deliver(&mut pending);
+        assert!(
+            answer.try_recv().is_err(),
+            "the caller must not wait forever"
+        );
+    }
+}
