@@ -17,7 +17,7 @@ use crate::config::Config;
 use crate::invocation::Invoker;
 use crate::partition::{PartitionCount, PartitionId, ShardCount, ShardId};
 use crate::payload::{access, Bytes};
-use crate::replica::{BackupApplied, CallId, PartitionSnapshot, Replication};
+use crate::replica::{BackupApplied, Call, CallId, PartitionSnapshot, Replication};
 use crate::shard;
 use crate::spi::{MemberInfo, OpError, OpId, ReplicaIndex, ServiceId};
 
@@ -168,7 +168,8 @@ pub fn remove_listener_from(id: u64, sink: &Rc<dyn crate::events::EventSink>) {
 /// Runs an operation that reached this shard from elsewhere (a socket) on `partition`, which this
 /// member must own and this shard hold, archiving the response into `out`, and sends its backup
 /// to the replicas. Does not consult the router for ownership: the caller checked. `call`
-/// identifies the call across retries (a retried write is answered, not run again).
+/// identifies the call across retries (a call sent again is answered from what the partition
+/// remembers, not run again).
 ///
 /// Returns what to await (the sync backups' acks) before answering.
 ///
@@ -179,7 +180,7 @@ pub fn execute_here(
     op: OpId,
     payload: &[u8],
     out: &mut Bytes,
-    call: Option<CallId>,
+    call: Option<Call>,
 ) -> Result<Option<Acks>, OpError> {
     let (result, acks) = shard::run_owned_here(partition, service, op, payload, call);
     let bytes = result?;

@@ -309,10 +309,8 @@ impl Invoker {
                     }
                     Some(Err(e)) => Err(e),
                     None => {
-                        let answer = match shard::queue_call(
-                            token, shard, partition, service, op, payload,
-                        ) {
-                            Ok(answer) => answer,
+                        match shard::queue_call(token, shard, partition, service, op, payload) {
+                            Ok(answer) => answer.await.ok_or(InvocationError::MemberStopped)?,
                             Err(payload) => {
                                 let (reply, answer) = Reply::thread();
                                 let msg = ShardMsg::Invoke {
@@ -323,10 +321,9 @@ impl Invoker {
                                     reply,
                                 };
                                 self.send(shard, msg).await?;
-                                answer
+                                answer.await.map_err(|_| InvocationError::MemberStopped)?
                             }
-                        };
-                        answer.await.map_err(|_| InvocationError::MemberStopped)?
+                        }
                     }
                 }
             }

@@ -13,6 +13,7 @@
 //! A batch the owner's inbox cannot take stays queued and is offered again the next round, so a
 //! full inbox still holds callers back (each waits for its answer) without blocking the shard.
 
+use std::cell::RefCell;
 use std::sync::Arc;
 
 use crate::partition::{PartitionId, ShardId};
@@ -216,14 +217,16 @@ impl Completions {
         self.items.push((correlation, answer));
     }
 
-    /// Wakes every caller these answers belong to (on the callers' shard).
-    pub fn deliver(self, pending: &mut Pending) {
+    /// Hands each caller its answer and wakes it (on the callers' shard; each wake comes after
+    /// the table is released, as the caller's poll takes it).
+    pub fn deliver(self, pending: &RefCell<Pending>) {
         let Completions { items, answers } = self;
         for (correlation, answer) in items {
-            pending.complete(
-                correlation,
-                answer.map(|a| a.map(|packed| answers.take(packed))),
-            );
+            let answer = answer.map(|a| a.map(|packed| answers.take(packed)));
+            let waker = pending.borrow_mut().complete(correlation, answer);
+            if let Some(waker) = waker {
+                waker.wake();
+            }
         }
     }
 }
@@ -417,14 +420,25 @@ mod tests {
         assert_eq!(pack.get(&b).as_ptr() as usize % ALIGN, 0);
     }
 
+    fn answer(pending: &RefCell<Pending>, correlation: u64) -> Option<Answer> {
+        match pending
+            .borrow_mut()
+            .poll(correlation, std::task::Waker::noop())
+        {
+            std::task::Poll::Ready(answer) => answer,
+            std::task::Poll::Pending => panic!("no answer yet"),
+        }
+    }
+
     #[test]
     fn answers_reach_their_callers_in_one_message() {
         let (link, queues) = ShardLink::new(4).unwrap();
         let mut outbox = Outbox::new(MemberToken(1), ShardId(1), vec![link.clone(), link]);
-        let mut pending = Pending::default();
-        let (a, answer_a) = pending.register();
-        let (b, answer_b) = pending.register();
-        let (c, answer_c) = pending.register();
+        let pending = RefCell::new(Pending::default());
+        let (a, b, c) = {
+            let mut p = pending.borrow_mut();
+            (p.register(), p.register(), p.register())
+        };
         outbox.set_batching(true);
         assert!(outbox.complete(ShardId(0), a, Some(Ok(b"one"))));
         let failed = OpError::failed("no");
@@ -441,10 +455,10 @@ mod tests {
         let completions = queues.completions.try_recv().unwrap();
         assert_eq!(completions.len(), 3);
         assert!(queues.completions.is_empty());
-        completions.deliver(&mut pending);
-        assert_eq!(answer_a.try_recv().unwrap().unwrap().as_slice(), b"one");
-        assert_eq!(answer_b.try_recv().unwrap().err(), Some(failed));
-        assert_eq!(answer_c.try_recv().unwrap().unwrap().len(), PACK_LIMIT + 5);
+        completions.deliver(&pending);
+        assert_eq!(answer(&pending, a).unwrap().unwrap().as_slice(), b"one");
+        assert_eq!(answer(&pending, b).unwrap().err(), Some(failed));
+        assert_eq!(answer(&pending, c).unwrap().unwrap().len(), PACK_LIMIT + 5);
     }
 
     #[test]
@@ -475,8 +489,8 @@ mod tests {
         let (to, queues) = ShardLink::new(4).unwrap();
         let (me, mine) = ShardLink::new(4).unwrap();
         let mut outbox = Outbox::new(MemberToken(1), ShardId(1), vec![to, me]);
-        let mut pending = Pending::default();
-        let (correlation, answer) = pending.register();
+        let pending = RefCell::new(Pending::default());
+        let correlation = pending.borrow_mut().register();
         let payload = bytes(b"x");
         assert!(outbox
             .call(
@@ -490,9 +504,9 @@ mod tests {
             .is_ok());
         // Not batching: sent at once.
         drop(queues.inbox.try_recv());
-        mine.completions.try_recv().unwrap().deliver(&mut pending);
+        mine.completions.try_recv().unwrap().deliver(&pending);
         assert!(
-            answer.try_recv().is_err(),
+            answer(&pending, correlation).is_none(),
             "the caller must not wait forever"
         );
     }

@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use ahash::AHashMap;
+use std::task::{Poll, Waker};
 
 use crate::outbox::Completions;
 use crate::partition::ShardId;
@@ -91,36 +91,105 @@ impl Drop for ShardReply {
     }
 }
 
-/// A shard's callers waiting on other shards, by correlation id.
+/// A shard's callers waiting on other shards, by correlation id: a slab of slots, the id being a
+/// slot's index and its generation (so an answer to a call its caller gave up on, whose slot was
+/// reused since, finds a newer generation there and is dropped).
 #[derive(Default)]
 pub(crate) struct Pending {
-    next: u64,
-    waiting: AHashMap<u64, oneshot::Sender<Answer>>,
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+}
+
+struct Slot {
+    generation: u32,
+    state: State,
+}
+
+enum State {
+    Free,
+    /// The caller, once it has polled.
+    Waiting(Option<Waker>),
+    /// The answer (`None`: there will be none), until the caller polls.
+    Done(Option<Answer>),
 }
 
 impl Pending {
-    /// Registers a caller: the correlation id to send with its call, and what it awaits.
-    pub fn register(&mut self) -> (u64, oneshot::Receiver<Answer>) {
-        let (tx, rx) = oneshot::channel();
-        let correlation = self.next;
-        self.next = self.next.wrapping_add(1);
-        self.waiting.insert(correlation, tx);
-        (correlation, rx)
-    }
-
-    /// Drops a registration whose call was never sent.
-    pub fn forget(&mut self, correlation: u64) {
-        self.waiting.remove(&correlation);
-    }
-
-    /// Wakes the caller of call `correlation` (same thread). No answer drops the caller's
-    /// sender, so it sees the member as stopped.
-    pub fn complete(&mut self, correlation: u64, answer: Option<Answer>) {
-        let Some(tx) = self.waiting.remove(&correlation) else {
-            return;
+    /// Registers a caller: the correlation id to send with its call and to await with
+    /// [`Pending::poll`].
+    pub fn register(&mut self) -> u64 {
+        let index = match self.free.pop() {
+            Some(index) => index,
+            None => {
+                self.slots.push(Slot {
+                    generation: 0,
+                    state: State::Free,
+                });
+                // A shard has far fewer than 2^32 calls in flight.
+                (self.slots.len() - 1) as u32
+            }
         };
-        if let Some(answer) = answer {
-            let _ = tx.send(answer);
+        let slot = &mut self.slots[index as usize];
+        slot.state = State::Waiting(None);
+        u64::from(slot.generation) << 32 | u64::from(index)
+    }
+
+    fn slot(&mut self, correlation: u64) -> Option<(u32, &mut Slot)> {
+        let index = correlation as u32;
+        let generation = (correlation >> 32) as u32;
+        self.slots
+            .get_mut(index as usize)
+            .filter(|s| s.generation == generation && !matches!(s.state, State::Free))
+            .map(|s| (index, s))
+    }
+
+    fn release(&mut self, index: u32) {
+        if let Some(slot) = self.slots.get_mut(index as usize) {
+            slot.generation = slot.generation.wrapping_add(1);
+            slot.state = State::Free;
+            self.free.push(index);
+        }
+    }
+
+    /// Drops a registration whose call was never sent, or whose caller gave up.
+    pub fn forget(&mut self, correlation: u64) {
+        if let Some((index, _)) = self.slot(correlation) {
+            self.release(index);
+        }
+    }
+
+    /// Stores the answer to call `correlation` (`None`: there will be none, the caller sees the
+    /// member as stopped) and gives the caller's waker to wake once this table is released.
+    #[must_use]
+    pub fn complete(&mut self, correlation: u64, answer: Option<Answer>) -> Option<Waker> {
+        let (_, slot) = self.slot(correlation)?;
+        match std::mem::replace(&mut slot.state, State::Done(answer)) {
+            State::Waiting(waker) => waker,
+            // Answered twice: the first answer stands.
+            first => {
+                slot.state = first;
+                None
+            }
+        }
+    }
+
+    /// The answer to call `correlation` once there is one (`None`: there will be none), else
+    /// remembers `waker`.
+    pub fn poll(&mut self, correlation: u64, waker: &Waker) -> Poll<Option<Answer>> {
+        let Some((index, slot)) = self.slot(correlation) else {
+            return Poll::Ready(None);
+        };
+        match &mut slot.state {
+            State::Waiting(Some(w)) if w.will_wake(waker) => Poll::Pending,
+            State::Waiting(w) => {
+                *w = Some(waker.clone());
+                Poll::Pending
+            }
+            State::Done(answer) => {
+                let answer = answer.take();
+                self.release(index);
+                Poll::Ready(answer)
+            }
+            State::Free => Poll::Ready(None),
         }
     }
 }
@@ -131,37 +200,73 @@ mod tests {
 
     /// A registered caller and the reply its call carries (answered off any shard, so straight
     /// into the caller's completion queue).
-    fn call(pending: &mut Pending, link: &Arc<ShardLink>) -> (Reply, oneshot::Receiver<Answer>) {
-        let (correlation, answer) = pending.register();
+    fn call(pending: &mut Pending, link: &Arc<ShardLink>) -> (Reply, u64) {
+        let correlation = pending.register();
         let reply = ShardReply::new(link.clone(), ShardId(0), MemberToken(0), correlation);
-        (Reply::Shard(reply), answer)
+        (Reply::Shard(reply), correlation)
     }
 
-    fn complete(pending: &mut Pending, rx: &flume::Receiver<Completions>) {
-        rx.try_recv().unwrap().deliver(pending);
+    fn poll(pending: &mut Pending, correlation: u64) -> Poll<Option<Answer>> {
+        pending.poll(correlation, Waker::noop())
     }
 
     #[test]
     fn an_answer_reaches_the_caller_through_its_shards_queue() {
         let (link, queues) = ShardLink::new(4).unwrap();
-        let mut pending = Pending::default();
-        let (reply, answer) = call(&mut pending, &link);
+        let pending = std::cell::RefCell::new(Pending::default());
+        let (reply, correlation) = call(&mut pending.borrow_mut(), &link);
+        assert!(poll(&mut pending.borrow_mut(), correlation).is_pending());
         reply.send(Ok(Bytes::new()));
-        complete(&mut pending, &queues.completions);
-        assert!(matches!(answer.try_recv(), Ok(Ok(_))));
+        queues.completions.try_recv().unwrap().deliver(&pending);
+        let answer = poll(&mut pending.borrow_mut(), correlation);
+        assert!(matches!(answer, Poll::Ready(Some(Ok(_)))));
+        assert_eq!(pending.borrow().free, vec![0], "the slot is free again");
     }
 
     #[test]
     fn a_reply_dropped_unanswered_tells_the_caller() {
         let (link, queues) = ShardLink::new(4).unwrap();
-        let mut pending = Pending::default();
-        let (reply, answer) = call(&mut pending, &link);
+        let pending = std::cell::RefCell::new(Pending::default());
+        let (reply, correlation) = call(&mut pending.borrow_mut(), &link);
         drop(reply);
-        complete(&mut pending, &queues.completions);
+        queues.completions.try_recv().unwrap().deliver(&pending);
         assert!(
-            answer.try_recv().is_err(),
+            matches!(
+                poll(&mut pending.borrow_mut(), correlation),
+                Poll::Ready(None)
+            ),
             "the caller must not wait forever"
         );
-        assert!(pending.waiting.is_empty());
+    }
+
+    #[test]
+    fn an_answer_for_a_caller_that_gave_up_does_not_reach_the_slots_next_caller() {
+        let mut pending = Pending::default();
+        let first = pending.register();
+        pending.forget(first);
+        let second = pending.register();
+        assert_ne!(first, second, "same slot, next generation");
+        assert!(pending.complete(first, Some(Ok(Bytes::new()))).is_none());
+        assert!(poll(&mut pending, second).is_pending());
+        assert!(
+            pending.complete(second, None).is_some(),
+            "it polled: its waker"
+        );
+        assert!(matches!(poll(&mut pending, second), Poll::Ready(None)));
+    }
+
+    #[test]
+    fn the_first_answer_stands_and_wakes_the_caller_once() {
+        let mut pending = Pending::default();
+        let correlation = pending.register();
+        assert!(poll(&mut pending, correlation).is_pending());
+        assert!(pending
+            .complete(correlation, Some(Ok(Bytes::new())))
+            .is_some());
+        assert!(pending.complete(correlation, None).is_none());
+        assert!(matches!(
+            poll(&mut pending, correlation),
+            Poll::Ready(Some(Ok(_)))
+        ));
     }
 }

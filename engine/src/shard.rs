@@ -32,7 +32,7 @@ use crate::partition::{PartitionCount, PartitionId, ShardCount, ShardId};
 use crate::payload::Bytes;
 use crate::registry::{BackupWork, Dispatch, ErasedSlot, Mode, Policies, ServiceFactory, Target};
 use crate::replica::{
-    classify, ArchivedPartitionSnapshot, BackupApplied, CallId, NamespaceSnapshot,
+    classify, ArchivedPartitionSnapshot, BackupApplied, Call, CallId, NamespaceSnapshot,
     PartitionSnapshot, ReplicaState, Replication,
 };
 use crate::reply::{Answer, Pending, Reply};
@@ -292,10 +292,11 @@ impl ShardCore {
         op: OpId,
         payload: &[u8],
         out: &mut Bytes,
-        call: Option<CallId>,
+        call: Option<Call>,
     ) -> Result<Option<Replication>, OpError> {
         let local = self.local_index(partition)?;
-        if let Some(answer) = call.and_then(|c| self.replicas[local].dedup.get(&c)) {
+        let again = call.filter(|c| c.again);
+        if let Some(answer) = again.and_then(|c| self.replicas[local].dedup.get(&c.id)) {
             out.clear();
             out.extend_from_slice(answer);
             return Ok(None);
@@ -323,7 +324,7 @@ impl ShardCore {
         // The backups remember the answer too; with none, nothing else reads it.
         let response = match call {
             Some(call) => {
-                state.dedup.remember(call, out);
+                state.dedup.remember(call.id, out);
                 if slots > 0 {
                     out.clone()
                 } else {
@@ -340,7 +341,7 @@ impl ShardCore {
             sync: work.sync,
             async_: work.async_,
             versions,
-            call,
+            call: call.map(|c| c.id),
             response,
         }))
     }
@@ -768,7 +769,7 @@ pub(crate) fn run_owned_here(
     service: ServiceId,
     op: OpId,
     payload: &[u8],
-    call: Option<CallId>,
+    call: Option<Call>,
 ) -> (Answer, Option<Acks>) {
     let found = CURRENT.with(|current| {
         let current = current.try_borrow().ok()?;
@@ -803,7 +804,7 @@ pub(crate) fn run_owned(
     service: ServiceId,
     op: OpId,
     payload: &[u8],
-    call: Option<CallId>,
+    call: Option<Call>,
 ) -> (Answer, Option<Acks>) {
     let mut out = Bytes::new();
     let (result, acks) = run_owned_into(
@@ -822,7 +823,7 @@ fn run_owned_into(
     op: OpId,
     payload: &[u8],
     out: &mut Bytes,
-    call: Option<CallId>,
+    call: Option<Call>,
 ) -> (Result<(), OpError>, Option<Acks>) {
     let result = match core.try_borrow_mut() {
         Ok(mut core) => core.execute(partition, service, op, payload, out, call),
@@ -879,7 +880,7 @@ pub(crate) fn queue_call(
     service: ServiceId,
     op: OpId,
     payload: Bytes,
-) -> Result<oneshot::Receiver<Answer>, Bytes> {
+) -> Result<Awaiting, Bytes> {
     CURRENT.with(|current| {
         let Ok(current) = current.try_borrow() else {
             return Err(payload);
@@ -893,15 +894,75 @@ pub(crate) fn queue_call(
         ) else {
             return Err(payload);
         };
-        let (correlation, answer) = pending.register();
+        let correlation = pending.register();
         match outbox.call(to, partition, service, op, payload, correlation) {
-            Ok(()) => Ok(answer),
+            Ok(()) => Ok(Awaiting {
+                token,
+                shard: current.shard,
+                correlation,
+                done: false,
+            }),
             Err(payload) => {
                 pending.forget(correlation);
                 Err(payload)
             }
         }
     })
+}
+
+/// A caller's wait for the answer to a call it queued with [`queue_call`]: `None` if there will
+/// be none (the owner or this shard stopped). Polled on the shard that made the call; dropped
+/// unanswered (a timeout), it frees its slot and the late answer is dropped.
+pub(crate) struct Awaiting {
+    token: MemberToken,
+    shard: ShardId,
+    correlation: u64,
+    done: bool,
+}
+
+impl Awaiting {
+    fn with_pending<R>(&self, f: impl FnOnce(&mut Pending) -> R) -> Option<R> {
+        CURRENT.with(|current| {
+            let current = current.try_borrow().ok()?;
+            let current = current
+                .as_ref()
+                .filter(|c| c.token == self.token && c.shard == self.shard)?;
+            let mut pending = current.pending.try_borrow_mut().ok()?;
+            Some(f(&mut pending))
+        })
+    }
+}
+
+impl std::future::Future for Awaiting {
+    type Output = Option<Answer>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Answer>> {
+        let correlation = self.correlation;
+        match self.with_pending(|p| p.poll(correlation, cx.waker())) {
+            Some(std::task::Poll::Pending) => std::task::Poll::Pending,
+            // Off its shard (which stopped), or answered.
+            Some(std::task::Poll::Ready(answer)) => {
+                self.done = true;
+                std::task::Poll::Ready(answer)
+            }
+            None => {
+                self.done = true;
+                std::task::Poll::Ready(None)
+            }
+        }
+    }
+}
+
+impl Drop for Awaiting {
+    fn drop(&mut self) {
+        if !self.done {
+            let correlation = self.correlation;
+            self.with_pending(|p| p.forget(correlation));
+        }
+    }
 }
 
 /// Queues an answer for a caller on shard `to` of member `token` in this thread's outbox, if
@@ -1090,7 +1151,7 @@ async fn serve(
         let mut handled = 0;
         while let Ok(completions) = queues.completions.try_recv() {
             handled += completions.len();
-            completions.deliver(&mut pending.borrow_mut());
+            completions.deliver(pending);
         }
         while handled < BATCH {
             match queues.inbox.try_recv() {

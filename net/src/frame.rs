@@ -10,7 +10,7 @@
 //! | 0 | 4 | magic `CCF1` |
 //! | 4 | 4 | payload length (unpadded) |
 //! | 8 | 1 | kind (1 request, 2 response, 3 control, 4 replica) |
-//! | 9 | 1 | flags |
+//! | 9 | 1 | flags (requests: [`RETRY`]) |
 //! | 10 | 2 | status |
 //! | 12 | 4 | partition |
 //! | 16 | 8 | correlation id |
@@ -28,6 +28,11 @@ pub const HEADER_LEN: usize = 48;
 pub const FRAME_ALIGN: usize = 16;
 /// The first four bytes of every frame.
 pub const MAGIC: [u8; 4] = *b"CCF1";
+
+/// Request flags: the call was sent before (its connection failed, or its owner refused or did
+/// not answer a batch), so it may have run: the owner answers it from the answers it remembers,
+/// if it is there, instead of running it again. A first send cannot have run and skips the look.
+pub const RETRY: u8 = 1;
 
 /// What a frame carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

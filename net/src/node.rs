@@ -24,7 +24,7 @@ use corecast_engine::migration::MigrationProgress;
 use corecast_engine::partition::{PartitionCount, PartitionId, ShardCount, ShardId};
 use corecast_engine::payload::{self, Bytes};
 use corecast_engine::replica::{
-    BackupApplied, CallId, PartitionVersions, Replication, SyncRequest,
+    BackupApplied, Call, CallId, PartitionVersions, Replication, SyncRequest,
 };
 use corecast_engine::spi::{MemberInfo, MembershipEvent, OpError, OpId, ReplicaIndex, ServiceId};
 use corecast_engine::table::{MemberId, PartitionTable};
@@ -32,7 +32,7 @@ use corecast_engine::Config;
 use glommio::net::TcpStream;
 
 use crate::conn::{self, ConnError, Notify, Outbound, Writer};
-use crate::frame::{FrameKind, Header, ReadBuf};
+use crate::frame::{self, FrameKind, Header, ReadBuf};
 use crate::membership::{table_from_wire, Action, Membership, Timing};
 use crate::replica::{decode_backup, encode_backup, BACKUP, MIGRATION, VERSIONS};
 use crate::wire::{Control, MemberEntry, Role, Status, WireError};
@@ -1416,11 +1416,12 @@ impl ShardNet {
         payload: Bytes,
     ) -> Result<Bytes, OpError> {
         let call = self.next_call();
-        self.forward_call(partition, service, op, payload, call)
+        self.forward_call(partition, service, op, payload, call, false)
             .await
     }
 
-    /// [`Self::forward`] under call number `call` (a call a batch already sent once).
+    /// [`Self::forward`] under call number `call`; `sent` if it was sent before (by a batch
+    /// that got no answer for it).
     async fn forward_call(
         self: Rc<Self>,
         partition: PartitionId,
@@ -1428,6 +1429,7 @@ impl ShardNet {
         op: OpId,
         payload: Bytes,
         call: u64,
+        mut sent: bool,
     ) -> Result<Bytes, OpError> {
         let started = Instant::now();
         let mut backoff = Duration::from_millis(1);
@@ -1467,13 +1469,14 @@ impl ShardNet {
                         caller: self.net.id.0,
                         call,
                     };
+                    let again = std::mem::replace(&mut sent, true);
                     let acks = extension::execute_here(
                         partition,
                         service,
                         op,
                         &payload,
                         &mut out,
-                        Some(id),
+                        Some(Call { id, again }),
                     )?;
                     match acks {
                         Some(acks) => match acks.await {
@@ -1491,6 +1494,7 @@ impl ShardNet {
                     let addr = m.shard_addr(m.shard_of(partition));
                     target = addr.to_string();
                     let header = Header {
+                        flags: if sent { frame::RETRY } else { 0 },
                         partition: partition.0,
                         correlation: call,
                         table_version: version,
@@ -1504,6 +1508,8 @@ impl ShardNet {
                         .invocation_timeout
                         .saturating_sub(started.elapsed())
                         .max(Duration::from_millis(1));
+                    // From here it may reach the owner: later attempts are flagged.
+                    sent = true;
                     match self.connection(addr).await {
                         Ok(c) => match call_within(&c, header, &payload, remaining).await {
                             // Sent, never answered: it may have run, so it is not retried.
@@ -1984,9 +1990,12 @@ impl ShardNet {
         } else if self.is_migrating(partition) {
             Err(OpError::Migrating { partition })
         } else {
-            let call = (h.caller != 0).then_some(CallId {
-                caller: h.caller,
-                call: h.correlation,
+            let call = (h.caller != 0).then_some(Call {
+                id: CallId {
+                    caller: h.caller,
+                    call: h.correlation,
+                },
+                again: h.flags & frame::RETRY != 0,
             });
             extension::execute_here(
                 partition,

@@ -1,5 +1,6 @@
 //! Backup replicas with in-process networked members: reads from backups (`read-backup-data`)
-//! and anti-entropy repairing backups whose frames were dropped by the failpoint.
+//! anti-entropy repairing backups whose frames were dropped by the failpoint, and the answers an
+//! owner remembers for calls sent again.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -7,7 +8,10 @@ mod support;
 use std::time::Duration;
 
 use corecast_engine::config::{ObjectConfig, ServiceConfig};
+use corecast_engine::spi::Service;
 use corecast_engine::{BlockingMember, Config};
+use corecast_net::frame::{self, FrameKind, Header, ReadBuf};
+use corecast_net::wire::{Control, Role, Status};
 use corecast_net::Network;
 use corecast_services::counter::{Counter, CounterService};
 use corecast_services::kv::{KvService, KvStore};
@@ -201,4 +205,99 @@ fn anti_entropy_repairs_backups_when_half_the_backup_frames_are_dropped() {
         assert_eq!(b.block_on(c.inc(0)).unwrap(), 50, "counter c{i}");
     }
     b.shutdown();
+}
+
+/// Sends `frames` on one fresh connection to `member`'s shard 0 (after a client's hello) and
+/// reads that many answers: each one's status and body.
+fn raw_calls(member: &BlockingMember, frames: &[(Header, Vec<u8>)]) -> Vec<(u16, Vec<u8>)> {
+    use std::io::{Read, Write};
+    let addr = member.member().invoker().member().address;
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    let mut out = rkyv::util::AlignedVec::<16>::new();
+    let hello = Control::Hello {
+        cluster: "dev".into(),
+        secret: String::new(),
+        role: Role::Client,
+        id: 77,
+    };
+    let hello = corecast_engine::payload::encode(&hello).unwrap();
+    frame::encode(&mut out, &Header::new(FrameKind::Control), &hello, 1 << 20).unwrap();
+    for (h, body) in frames {
+        frame::encode(&mut out, h, body, 1 << 20).unwrap();
+    }
+    s.write_all(&out).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut rb = ReadBuf::new(1 << 20);
+    let mut answers = Vec::new();
+    while answers.len() < frames.len() {
+        let n = s.read(rb.spare()).unwrap();
+        assert!(n > 0, "the member answered");
+        rb.filled(n);
+        while let Some((h, payload)) = rb.next_frame().unwrap() {
+            if h.kind == FrameKind::Response {
+                answers.push((h.status, payload.to_vec()));
+            }
+        }
+    }
+    answers
+}
+
+#[test]
+fn a_call_sent_again_is_answered_from_memory_and_a_first_send_always_runs() {
+    let a = start(&[], |_| {});
+    support::procs::wait_for("the member", Duration::from_secs(20), || {
+        a.member()
+            .extension::<Network>()
+            .unwrap()
+            .status()
+            .members
+            .len()
+            == 1
+    });
+    let partitions = a.member().invoker().partition_count();
+    let inc = corecast_engine::payload::encode(&corecast_services::counter::Inc {
+        name: "retried".into(),
+        amount: 1,
+    })
+    .unwrap();
+    let request = |call: u64, flags: u8| {
+        let h = Header {
+            flags,
+            partition: partitions.partition_of(b"retried").0,
+            correlation: call,
+            service: CounterService::ID.0,
+            op: 1,
+            caller: 77,
+            ..Header::new(FrameKind::Request)
+        };
+        (h, inc.to_vec())
+    };
+    let answers = raw_calls(
+        &a,
+        &[
+            request(5, 0),
+            // The same call sent again: answered with its first answer, not run.
+            request(5, frame::RETRY),
+            request(6, 0),
+            // A call sent again whose first send never arrived: it runs.
+            request(7, frame::RETRY),
+            request(6, frame::RETRY),
+            // Without the flag a call is a first send, which cannot have run: it is not looked
+            // for (a client that reuses a call id without it gets it run).
+            request(5, 0),
+        ],
+    );
+    let values: Vec<i64> = answers
+        .iter()
+        .map(|(status, body)| {
+            assert_eq!(*status, Status::Ok as u16);
+            let mut aligned = rkyv::util::AlignedVec::<16>::new();
+            aligned.extend_from_slice(body);
+            corecast_engine::payload::decode::<i64>(&aligned).unwrap()
+        })
+        .collect();
+    assert_eq!(values, vec![1, 1, 2, 3, 2, 4]);
+    let counter = a.object::<Counter>("retried").unwrap();
+    assert_eq!(a.block_on(counter.inc(0)).unwrap(), 4, "ran four times");
+    a.shutdown();
 }

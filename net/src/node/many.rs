@@ -175,6 +175,7 @@ impl ShardNet {
             }
         }
         let mut answers = Vec::new();
+        let mut sent_before = Vec::new();
         // Every batch in flight at once (tasks on this shard), then every single.
         let batches: Vec<_> = groups
             .into_iter()
@@ -190,12 +191,16 @@ impl ShardNet {
             stats.retried += retry.len() as u64;
             self.batches.set(stats);
             answers.extend(done);
-            single.extend(retry);
+            sent_before.extend(retry);
         }
-        let singles: Vec<_> = single
-            .into_iter()
-            .map(|(p, call, payload)| {
-                let answer = self.clone().forward_call(p, service, op, payload, call);
+        // The batches' leftovers were sent once: their owners look for a remembered answer.
+        let unsent = single.into_iter().map(|part| (part, false));
+        let singles: Vec<_> = unsent
+            .chain(sent_before.into_iter().map(|part| (part, true)))
+            .map(|((p, call, payload), sent)| {
+                let answer = self
+                    .clone()
+                    .forward_call(p, service, op, payload, call, sent);
                 glommio::spawn_local(async move { (p, answer.await) })
             })
             .collect();
