@@ -12,6 +12,8 @@
 //! it owes one shard likewise; while its loop sleeps (or before it runs), a push is sent at once.
 //! A batch the owner's inbox cannot take stays queued and is offered again the next round, so a
 //! full inbox still holds callers back (each waits for its answer) without blocking the shard.
+//! A message's buffers, emptied, go back to its sender with the next message the other way, so
+//! in steady state neither side allocates for them and neither frees the other's.
 
 use std::cell::RefCell;
 use std::sync::Arc;
@@ -28,6 +30,10 @@ const ALIGN: usize = 16;
 
 /// Byte strings larger than this keep their own allocation instead of being copied into a pack.
 const PACK_LIMIT: usize = 4096;
+
+/// A message's buffers go back to its sender for reuse (with the next message the other way)
+/// unless they grew past this.
+const KEEP: usize = 256 << 10;
 
 /// Byte strings in one aligned buffer, each at an [`ALIGN`] boundary.
 #[derive(Default)]
@@ -50,6 +56,10 @@ impl Pack {
 
     fn capacity(&self) -> usize {
         self.bytes.capacity()
+    }
+
+    fn clear(&mut self) {
+        self.bytes.clear();
     }
 
     /// Packs an allocated byte string: a large one keeps its allocation.
@@ -116,6 +126,8 @@ pub(crate) struct CallBatch {
     back: Arc<ShardLink>,
     calls: Vec<Call>,
     payloads: Pack,
+    /// Emptied buffers of answers the owner sent the caller, given back for its next answers.
+    spare: Option<AnswerBuffers>,
 }
 
 impl CallBatch {
@@ -131,7 +143,7 @@ impl CallBatch {
 
     /// Runs `f` on each call in order; the batch then answers nothing on drop.
     pub fn run(&mut self, mut f: impl FnMut(&Self, CallRef<'_>)) {
-        let calls = std::mem::take(&mut self.calls);
+        let mut calls = std::mem::take(&mut self.calls);
         for call in &calls {
             let call = CallRef {
                 partition: call.partition,
@@ -142,6 +154,9 @@ impl CallBatch {
             };
             f(self, call);
         }
+        // Emptied, for the outbox to give back.
+        calls.clear();
+        self.calls = calls;
     }
 
     /// A reply for a call of this batch answered later (after its backups acked, or by the
@@ -179,6 +194,10 @@ pub(crate) struct Completions {
     /// By correlation id: the answer, or `None` if the call will get none (its shard stopped).
     items: Vec<(u64, Option<Result<Packed, OpError>>)>,
     answers: Pack,
+    /// The answering shard, when it sent these from its outbox.
+    from: Option<ShardId>,
+    /// Emptied buffers of a batch of calls the caller sent, given back for its next batch.
+    spare: Option<Queued>,
 }
 
 impl Completions {
@@ -186,7 +205,20 @@ impl Completions {
         Self {
             items: Vec::with_capacity(items),
             answers: Pack::with_capacity(bytes),
+            ..Self::default()
         }
+    }
+
+    /// Its buffers emptied for reuse, unless they grew too large to keep.
+    fn emptied(self) -> Option<AnswerBuffers> {
+        let Completions {
+            mut items,
+            mut answers,
+            ..
+        } = self;
+        items.clear();
+        answers.clear();
+        (answers.capacity() <= KEEP).then_some(AnswerBuffers { items, answers })
     }
 
     /// One answer.
@@ -218,17 +250,24 @@ impl Completions {
     }
 
     /// Hands each caller its answer and wakes it (on the callers' shard; each wake comes after
-    /// the table is released, as the caller's poll takes it).
-    pub fn deliver(self, pending: &RefCell<Pending>) {
-        let Completions { items, answers } = self;
-        for (correlation, answer) in items {
-            let answer = answer.map(|a| a.map(|packed| answers.take(packed)));
+    /// the table is released, as the caller's poll takes it). Gives the emptied message back,
+    /// for [`Outbox::recycle_completions`].
+    pub fn deliver(mut self, pending: &RefCell<Pending>) -> Self {
+        for (correlation, answer) in self.items.drain(..) {
+            let answer = answer.map(|a| a.map(|packed| self.answers.take(packed)));
             let waker = pending.borrow_mut().complete(correlation, answer);
             if let Some(waker) = waker {
                 waker.wake();
             }
         }
+        self
     }
+}
+
+/// The buffers of a [`Completions`], emptied.
+struct AnswerBuffers {
+    items: Vec<(u64, Option<Result<Packed, OpError>>)>,
+    answers: Pack,
 }
 
 /// Calls queued for one shard.
@@ -236,6 +275,15 @@ impl Completions {
 struct Queued {
     calls: Vec<Call>,
     payloads: Pack,
+}
+
+impl Queued {
+    /// Emptied for reuse, unless its buffers grew too large to keep.
+    fn emptied(mut self) -> Option<Self> {
+        self.calls.clear();
+        self.payloads.clear();
+        (self.payloads.capacity() <= KEEP).then_some(self)
+    }
 }
 
 /// What one shard owes the other shards of its member: calls to send and answers to return.
@@ -246,6 +294,12 @@ pub(crate) struct Outbox {
     links: Vec<Arc<ShardLink>>,
     calls: Vec<Queued>,
     completions: Vec<Completions>,
+    /// Per shard, buffers it gave back (for the next message to it) and buffers of its messages
+    /// to give back (with the next message to it): in steady state no message allocates.
+    free_calls: Vec<Option<Queued>>,
+    free_completions: Vec<Option<AnswerBuffers>>,
+    give_calls: Vec<Option<Queued>>,
+    give_completions: Vec<Option<AnswerBuffers>>,
     /// Calls and answers queued and not sent yet.
     queued: usize,
     /// The shard's loop is running rounds and flushes at each: pushes wait for it.
@@ -262,6 +316,10 @@ impl Outbox {
             links,
             calls: (0..n).map(|_| Queued::default()).collect(),
             completions: (0..n).map(|_| Completions::default()).collect(),
+            free_calls: (0..n).map(|_| None).collect(),
+            free_completions: (0..n).map(|_| None).collect(),
+            give_calls: (0..n).map(|_| None).collect(),
+            give_completions: (0..n).map(|_| None).collect(),
             queued: 0,
             batching: false,
         }
@@ -336,6 +394,38 @@ impl Outbox {
         Ok(())
     }
 
+    /// Keeps the buffers of a batch of calls from another shard, run and emptied, to give back
+    /// with the next answers to it, and the answer buffers it gave back.
+    pub fn recycle_batch(&mut self, batch: &mut CallBatch) {
+        let from = batch.from.0 as usize;
+        let queued = Queued {
+            calls: std::mem::take(&mut batch.calls),
+            payloads: std::mem::take(&mut batch.payloads),
+        };
+        if let Some(slot) = self.give_calls.get_mut(from) {
+            *slot = queued.emptied();
+        }
+        if let (Some(slot), Some(spare)) = (self.free_completions.get_mut(from), batch.spare.take())
+        {
+            *slot = Some(spare);
+        }
+    }
+
+    /// Keeps the buffers of delivered answers from another shard to give back with the next
+    /// calls to it, and the call buffers it gave back.
+    pub fn recycle_completions(&mut self, mut completions: Completions) {
+        let Some(from) = completions.from.map(|f| f.0 as usize) else {
+            return;
+        };
+        if let (Some(slot), Some(spare)) = (self.free_calls.get_mut(from), completions.spare.take())
+        {
+            *slot = spare.emptied();
+        }
+        if let Some(slot) = self.give_completions.get_mut(from) {
+            *slot = completions.emptied();
+        }
+    }
+
     fn pushed(&mut self) {
         self.queued += 1;
         if !self.batching {
@@ -362,32 +452,44 @@ impl Outbox {
         for (index, link) in self.links.iter().enumerate() {
             let completions = &mut self.completions[index];
             if !completions.is_empty() {
-                let next = Completions::with_capacity(
-                    completions.items.capacity(),
-                    completions.answers.capacity(),
-                );
-                link.complete(std::mem::replace(completions, next));
+                let next = match self.free_completions[index].take() {
+                    Some(AnswerBuffers { items, answers }) => Completions {
+                        items,
+                        answers,
+                        ..Completions::default()
+                    },
+                    None => Completions::with_capacity(
+                        completions.items.capacity(),
+                        completions.answers.capacity(),
+                    ),
+                };
+                let mut out = std::mem::replace(completions, next);
+                out.from = Some(self.me);
+                out.spare = self.give_calls[index].take();
+                link.complete(out);
             }
             let queued = &mut self.calls[index];
             if queued.calls.is_empty() {
                 continue;
             }
-            let next = Queued {
+            let next = self.free_calls[index].take().unwrap_or_else(|| Queued {
                 calls: Vec::with_capacity(queued.calls.capacity()),
                 payloads: Pack::with_capacity(queued.payloads.capacity()),
-            };
+            });
             let Queued { calls, payloads } = std::mem::replace(queued, next);
             let batch = CallBatch {
                 from: self.me,
                 back: self.links[self.me.0 as usize].clone(),
                 calls,
                 payloads,
+                spare: self.give_completions[index].take(),
             };
             match link.try_send(ShardMsg::Calls(batch)) {
                 Ok(()) => {}
                 Err(flume::TrySendError::Full(ShardMsg::Calls(mut batch))) => {
                     queued.calls = std::mem::take(&mut batch.calls);
                     queued.payloads = std::mem::take(&mut batch.payloads);
+                    self.give_completions[index] = batch.spare.take();
                     left += queued.calls.len();
                 }
                 // A stopped shard: the batch's drop answers its calls as unanswered.
@@ -509,5 +611,47 @@ mod tests {
             answer(&pending, correlation).is_none(),
             "the caller must not wait forever"
         );
+    }
+
+    #[test]
+    fn a_round_trip_gives_each_side_its_buffers_back() {
+        let (a_link, a_queues) = ShardLink::new(4).unwrap();
+        let (b_link, b_queues) = ShardLink::new(4).unwrap();
+        let links = vec![a_link, b_link];
+        let mut a = Outbox::new(MemberToken(1), ShardId(0), links.clone());
+        let mut b = Outbox::new(MemberToken(1), ShardId(1), links);
+        let pending = RefCell::new(Pending::default());
+        let (p, s, o) = (PartitionId(1), ServiceId(1), OpId(2));
+        for round in 0..4 {
+            let correlation = pending.borrow_mut().register();
+            a.call(ShardId(1), p, s, o, bytes(b"ping"), correlation)
+                .unwrap();
+            let Ok(ShardMsg::Calls(mut batch)) = b_queues.inbox.try_recv() else {
+                panic!("expected the calls");
+            };
+            assert_eq!(batch.spare.is_some(), round > 0, "answer buffers ride back");
+            batch.run(|_, call| {
+                assert_eq!(call.payload, b"ping");
+                assert!(b.complete(ShardId(0), call.correlation, Some(Ok(b"pong"))));
+            });
+            b.recycle_batch(&mut batch);
+            drop(batch);
+            let completions = a_queues.completions.try_recv().unwrap();
+            assert_eq!(
+                completions.spare.is_some(),
+                round > 0,
+                "call buffers ride back"
+            );
+            a.recycle_completions(completions.deliver(&pending));
+            assert_eq!(
+                answer(&pending, correlation).unwrap().unwrap().as_slice(),
+                b"pong"
+            );
+            // Each side holds buffers for its next message, and the other's to give back.
+            assert!(a.give_completions[1].is_some() && b.give_calls[0].is_some());
+            if round > 0 {
+                assert!(a.free_calls[1].is_some() && b.free_completions[0].is_some());
+            }
+        }
     }
 }

@@ -1151,7 +1151,8 @@ async fn serve(
         let mut handled = 0;
         while let Ok(completions) = queues.completions.try_recv() {
             handled += completions.len();
-            completions.deliver(pending);
+            let emptied = completions.deliver(pending);
+            outbox.borrow_mut().recycle_completions(emptied);
         }
         while handled < BATCH {
             match queues.inbox.try_recv() {
@@ -1320,6 +1321,7 @@ fn calls(
             },
         }
     });
+    outbox.borrow_mut().recycle_batch(&mut batch);
 }
 
 /// Runs an all-partitions operation on this shard's partitions: here for those this member owns
