@@ -362,20 +362,20 @@ impl Outbox {
         Ok(())
     }
 
-    /// Queues the answer to call `correlation` of shard `to`, copying its bytes; `false` if there
-    /// is no such shard.
-    pub fn complete(
+    /// Queues the answer to call `correlation` of shard `to`, copying its bytes; `Err` gives it
+    /// back if there is no such shard.
+    pub fn complete<'a>(
         &mut self,
         to: ShardId,
         correlation: u64,
-        answer: Option<Result<&[u8], OpError>>,
-    ) -> bool {
+        answer: Option<Result<&'a [u8], OpError>>,
+    ) -> Result<(), Option<Result<&'a [u8], OpError>>> {
         let Some(completions) = self.completions.get_mut(to.0 as usize) else {
-            return false;
+            return Err(answer);
         };
         completions.push(correlation, answer);
         self.pushed();
-        true
+        Ok(())
     }
 
     /// Queues an answer in an allocation of its own; `Err` gives it back if there is no such
@@ -542,13 +542,18 @@ mod tests {
             (p.register(), p.register(), p.register())
         };
         outbox.set_batching(true);
-        assert!(outbox.complete(ShardId(0), a, Some(Ok(b"one"))));
+        assert!(outbox.complete(ShardId(0), a, Some(Ok(b"one"))).is_ok());
         let failed = OpError::failed("no");
-        assert!(outbox.complete(ShardId(0), b, Some(Err(failed.clone()))));
+        assert!(outbox
+            .complete(ShardId(0), b, Some(Err(failed.clone())))
+            .is_ok());
         assert!(outbox
             .complete_owned(ShardId(0), c, Some(Ok(bytes(&[3; PACK_LIMIT + 5]))))
             .is_ok());
-        assert!(!outbox.complete(ShardId(5), a, None), "no such shard");
+        assert!(
+            outbox.complete(ShardId(5), a, None).is_err(),
+            "no such shard"
+        );
         assert!(
             queues.completions.is_empty(),
             "held until the round's flush"
@@ -632,7 +637,9 @@ mod tests {
             assert_eq!(batch.spare.is_some(), round > 0, "answer buffers ride back");
             batch.run(|_, call| {
                 assert_eq!(call.payload, b"ping");
-                assert!(b.complete(ShardId(0), call.correlation, Some(Ok(b"pong"))));
+                assert!(b
+                    .complete(ShardId(0), call.correlation, Some(Ok(b"pong")))
+                    .is_ok());
             });
             b.recycle_batch(&mut batch);
             drop(batch);

@@ -256,9 +256,8 @@ impl Dedup {
             self.ring.push(remembered);
             self.next = self.ring.len() % self.window;
         } else {
-            let slot = self.next % self.ring.len();
-            self.ring[slot] = remembered;
-            self.next = (slot + 1) % self.ring.len();
+            self.ring[self.next] = remembered;
+            self.next = (self.next + 1) % self.window;
         }
     }
 

@@ -1286,12 +1286,12 @@ fn calls(
             correlation,
         } = call;
         let ready = |answer: Result<&[u8], OpError>| {
-            if !outbox
+            if let Err(answer) = outbox
                 .borrow_mut()
-                .complete(from, correlation, Some(answer.clone()))
+                .complete(from, correlation, Some(answer))
             {
                 let mut completions = Completions::default();
-                completions.push(correlation, Some(answer));
+                completions.push(correlation, answer);
                 batch.answer_now(completions);
             }
         };

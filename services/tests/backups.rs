@@ -8,7 +8,7 @@ mod support;
 use std::time::Duration;
 
 use corecast_engine::config::{ObjectConfig, ServiceConfig};
-use corecast_engine::spi::Service;
+use corecast_engine::spi::{Operation, Service};
 use corecast_engine::{BlockingMember, Config};
 use corecast_net::frame::{self, FrameKind, Header, ReadBuf};
 use corecast_net::wire::{Control, Role, Status};
@@ -184,13 +184,7 @@ fn anti_entropy_repairs_backups_when_half_the_backup_frames_are_dropped() {
     // And the owner's copies are not needed any more: a dies, b has every key and count.
     a.terminate();
     support::procs::wait_for("a removed", Duration::from_secs(10), || {
-        b.member()
-            .extension::<Network>()
-            .unwrap()
-            .status()
-            .members
-            .len()
-            == 1
+        support::network(&b).status().members.len() == 1
     });
     for i in 0..400 {
         let k = format!("key-{i}");
@@ -246,13 +240,7 @@ fn raw_calls(member: &BlockingMember, frames: &[(Header, Vec<u8>)]) -> Vec<(u16,
 fn a_call_sent_again_is_answered_from_memory_and_a_first_send_always_runs() {
     let a = start(&[], |_| {});
     support::procs::wait_for("the member", Duration::from_secs(20), || {
-        a.member()
-            .extension::<Network>()
-            .unwrap()
-            .status()
-            .members
-            .len()
-            == 1
+        support::network(&a).status().members.len() == 1
     });
     let partitions = a.member().invoker().partition_count();
     let inc = corecast_engine::payload::encode(&corecast_services::counter::Inc {
@@ -266,7 +254,7 @@ fn a_call_sent_again_is_answered_from_memory_and_a_first_send_always_runs() {
             partition: partitions.partition_of(b"retried").0,
             correlation: call,
             service: CounterService::ID.0,
-            op: 1,
+            op: <corecast_services::counter::Inc as Operation>::ID.0,
             caller: 77,
             ..Header::new(FrameKind::Request)
         };
