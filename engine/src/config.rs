@@ -174,6 +174,10 @@ pub struct NetworkConfig {
     /// long in `epoll` on the shard's sockets before its read goes to glommio's io_uring
     /// (0: always glommio). Shortens a serial round trip; glommio's timers may run this late.
     pub poll_wait_micros: u64,
+    /// Before that wait sleeps, it spins (asks epoll without sleeping) for up to this long while
+    /// recent answers came that soon: no wake-up to pay, at the cost of a busy core while it
+    /// spins (0: never spin). Part of that wait: at most `poll_wait_micros` of it counts.
+    pub poll_spin_micros: u64,
 }
 
 impl Default for NetworkConfig {
@@ -195,6 +199,7 @@ impl Default for NetworkConfig {
             resp_port: 0,
             resp_map: "default".to_owned(),
             poll_wait_micros: 200,
+            poll_spin_micros: 50,
         }
     }
 }
@@ -782,6 +787,13 @@ impl Config {
                 "network.poll-wait-micros",
                 &n.poll_wait_micros,
                 "must be 0..=1000 (glommio's timers may run this late)",
+            ));
+        }
+        if n.poll_spin_micros > 1000 {
+            return Err(invalid(
+                "network.poll-spin-micros",
+                &n.poll_spin_micros,
+                "must be 0..=1000 (a busy core for each wait that long)",
             ));
         }
         if !(1..=1_000_000).contains(&n.max_pending_acks) {

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use crate::partition::{PartitionCount, PartitionId, ShardCount, ShardId};
 use crate::payload::{decode, encode, Bytes, Payload};
-use crate::reply::Reply;
+use crate::reply::{Answer, Reply};
 use crate::shard::{self, MemberToken, PartitionReplies, ShardLink, ShardMsg};
 use crate::spi::{MemberInfo, OpError, OpId, Operation, Service, ServiceId};
 
@@ -311,17 +311,13 @@ impl Invoker {
                     None => {
                         match shard::queue_call(token, shard, partition, service, op, payload) {
                             Ok(answer) => answer.await.ok_or(InvocationError::MemberStopped)?,
+                            // Boxed: its channel send would otherwise make every
+                            // invocation's future (moved on each call) several times larger.
                             Err(payload) => {
-                                let (reply, answer) = Reply::thread();
-                                let msg = ShardMsg::Invoke {
-                                    partition,
-                                    service,
-                                    op,
-                                    payload,
-                                    reply,
-                                };
-                                self.send(shard, msg).await?;
-                                answer.await.map_err(|_| InvocationError::MemberStopped)?
+                                Box::pin(
+                                    self.invoke_by_message(shard, partition, service, op, payload),
+                                )
+                                .await?
                             }
                         }
                     }
@@ -329,6 +325,28 @@ impl Invoker {
             }
         };
         result.map_err(|source| InvocationError::Operation { partition, source })
+    }
+
+    /// Runs an operation on shard `shard` from a thread that is not one of this member's
+    /// shards: a message to its inbox, and the answer through a oneshot.
+    async fn invoke_by_message(
+        &self,
+        shard: ShardId,
+        partition: PartitionId,
+        service: ServiceId,
+        op: OpId,
+        payload: Bytes,
+    ) -> Result<Answer, InvocationError> {
+        let (reply, answer) = Reply::thread();
+        let msg = ShardMsg::Invoke {
+            partition,
+            service,
+            op,
+            payload,
+            reply,
+        };
+        self.send(shard, msg).await?;
+        answer.await.map_err(|_| InvocationError::MemberStopped)
     }
 
     pub(crate) async fn invoke_all_raw(

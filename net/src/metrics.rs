@@ -45,6 +45,9 @@ pub struct ShardNetStats {
     /// Reads a serial connection made after a short wait in epoll instead of through io_uring
     /// (`network.poll-wait-micros`).
     pub short_reads: u64,
+    /// Of those, reads whose socket became ready while the shard spun before sleeping
+    /// (`network.poll-spin-micros`).
+    pub spun_reads: u64,
 }
 
 /// One shard's numbers.
@@ -167,7 +170,7 @@ pub fn render(s: &Snapshot) -> String {
             sh.shard
         );
     }
-    let per_shard: [PerShard; 11] = [
+    let per_shard: [PerShard; 12] = [
         (
             "corecast_partitions_owned",
             "gauge",
@@ -227,6 +230,12 @@ pub fn render(s: &Snapshot) -> String {
             "counter",
             "Reads of serial connections served by a short wait in epoll (network.poll-wait-micros).",
             |n| n.short_reads,
+        ),
+        (
+            "corecast_spun_wait_reads_total",
+            "counter",
+            "Short-wait reads whose socket became ready while the shard spun (network.poll-spin-micros).",
+            |n| n.spun_reads,
         ),
         (
             "corecast_requests_overloaded_total",

@@ -10,6 +10,7 @@
 //! Invariant: everything here except [`Network`]'s `Mutex`-guarded control-plane state lives on
 //! one shard's thread; shards exchange views by message, never by sharing.
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::rc::Rc;
@@ -90,6 +91,7 @@ pub fn shard_net_stats() -> crate::metrics::ShardNetStats {
             paused: sn.paused.get(),
             overloaded: sn.overloaded.get(),
             short_reads: crate::readiness::short_reads(),
+            spun_reads: crate::readiness::spun_reads(),
         }
     })
 }
@@ -229,6 +231,8 @@ pub struct Network {
     max_pending_acks: u32,
     /// `network.poll-wait-micros`.
     poll_wait_micros: u64,
+    /// `network.poll-spin-micros`.
+    poll_spin_micros: u64,
     /// Replica slots per partition in the tables this member publishes as master.
     replica_slots: usize,
     /// How long an owner waits for sync backups' acks.
@@ -297,6 +301,7 @@ impl Network {
             max_queued: n.max_queued_bytes(),
             max_pending_acks: n.max_pending_acks,
             poll_wait_micros: n.poll_wait_micros,
+            poll_spin_micros: n.poll_spin_micros,
             replica_slots: config.replica_slots(),
             ack_timeout: config.backup_ack_timeout(),
             anti_entropy: (config.backups.anti_entropy_interval_millis > 0)
@@ -777,7 +782,7 @@ impl ShardNet {
             orphans: RefCell::new(ahash::AHashSet::new()),
         });
         SHARD.with(|s| *s.borrow_mut() = Some(sn.clone()));
-        if let Err(e) = crate::readiness::install(net.poll_wait_micros) {
+        if let Err(e) = crate::readiness::install(net.poll_wait_micros, net.poll_spin_micros) {
             tracing::warn!(error = %e, "no epoll set: sockets wait through glommio only");
         }
         if net.role == Role::Member {
@@ -1433,8 +1438,9 @@ impl ShardNet {
     ) -> Result<Bytes, OpError> {
         let started = Instant::now();
         let mut backoff = Duration::from_millis(1);
-        let mut last = String::from("the partition has no owner yet");
-        let mut target = String::from("none");
+        // Why the last attempt failed and where it went: formatted only if the call fails.
+        let mut last: Cow<'static, str> = Cow::Borrowed("the partition has no owner yet");
+        let mut target: Option<SocketAddr> = None;
         // One call id for every attempt: an owner (or the backup promoted in its place) that
         // already ran the call answers it again instead of running it twice.
         loop {
@@ -1450,17 +1456,17 @@ impl ShardNet {
             match owner {
                 Some(m) if m.id == self.net.id && self.is_migrating(partition) => {
                     // Held while it streams away: asked again shortly, then of the new owner.
-                    last = OpError::Migrating { partition }.to_string();
+                    last = OpError::Migrating { partition }.to_string().into();
                     held = true;
                 }
                 Some(m) if m.id == self.net.id && self.is_fenced(partition) => {
                     // Deposed by a newer table this shard has not seen yet: wait for it.
-                    last = format!("{partition} is fenced until a newer partition table");
+                    last = format!("{partition} is fenced until a newer partition table").into();
                     held = true;
                 }
                 Some(m) if m.id == self.net.id && !self.leased.get() => {
                     // Heard from no one for too long: perhaps removed; wait for the cluster.
-                    last = format!("{partition}: this member's owner lease ran out");
+                    last = format!("{partition}: this member's owner lease ran out").into();
                     held = true;
                 }
                 Some(m) if m.id == self.net.id && self.net.role == Role::Member => {
@@ -1483,7 +1489,7 @@ impl ShardNet {
                             Ok(()) => return Ok(out),
                             // Deposed: fenced now; asked again of the newer table's owner.
                             Err(e) => {
-                                last = e.to_string();
+                                last = e.to_string().into();
                                 held = true;
                             }
                         },
@@ -1492,7 +1498,7 @@ impl ShardNet {
                 }
                 Some(m) => {
                     let addr = m.shard_addr(m.shard_of(partition));
-                    target = addr.to_string();
+                    target = Some(addr);
                     let header = Header {
                         flags: if sent { frame::RETRY } else { 0 },
                         partition: partition.0,
@@ -1516,7 +1522,7 @@ impl ShardNet {
                             None => {
                                 return Err(OpError::Timeout {
                                     partition,
-                                    target,
+                                    target: addr.to_string(),
                                     millis: self.net.invocation_timeout.as_millis() as u64,
                                     reason: "no answer from the owner".into(),
                                 })
@@ -1533,10 +1539,10 @@ impl ShardNet {
                                 match e {
                                     // Overloaded: asked again after the backoff, which grows.
                                     OpError::WrongTarget { .. } | OpError::Overloaded { .. } => {
-                                        last = e.to_string()
+                                        last = e.to_string().into()
                                     }
                                     OpError::Migrating { .. } => {
-                                        last = e.to_string();
+                                        last = e.to_string().into();
                                         held = true;
                                     }
                                     other => return Err(other),
@@ -1545,9 +1551,9 @@ impl ShardNet {
                             // In flight when the connection died: it may have run. Retried with
                             // the same call id, so the owner (or the backup that takes over)
                             // answers it from what it remembers instead of running it again.
-                            Some(Err(e)) => last = e.to_string(),
+                            Some(Err(e)) => last = e.to_string().into(),
                         },
-                        Err(e) => last = e.to_string(),
+                        Err(e) => last = e.to_string().into(),
                     }
                 }
                 None => {}
@@ -1556,9 +1562,9 @@ impl ShardNet {
             if elapsed + backoff > self.net.invocation_timeout {
                 return Err(OpError::Timeout {
                     partition,
-                    target,
+                    target: target.map_or_else(|| "none".to_owned(), |a| a.to_string()),
                     millis: self.net.invocation_timeout.as_millis() as u64,
-                    reason: last,
+                    reason: last.into_owned(),
                 });
             }
             if held {

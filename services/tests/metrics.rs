@@ -49,7 +49,12 @@ fn a_scrape_parses_and_counts_the_members_operations() {
     // of the doorbell ends a wait as often as not, and under CI load a debug client's next call
     // comes after the wait too (72 of 501 seen there, 238-311 on a quiet machine).
     let short = sum(&samples, "corecast_short_wait_reads_total", None);
-    eprintln!("{short} of 501 serial calls read after the short wait");
+    let spun = sum(&samples, "corecast_spun_wait_reads_total", None);
+    eprintln!("{short} of 501 serial calls read after the short wait, {spun} while it spun");
+    assert!(
+        spun <= short,
+        "{spun} spun reads of {short} short-wait reads"
+    );
     assert!(
         short >= 25.0,
         "{short} short-wait reads of 501 serial calls"
@@ -97,5 +102,7 @@ fn without_the_short_wait_every_read_goes_through_io_uring() {
         ) >= 400.0
     );
     assert_eq!(sum(&samples, "corecast_short_wait_reads_total", None), 0.0);
+    // Nor a spin: it is part of the short wait.
+    assert_eq!(sum(&samples, "corecast_spun_wait_reads_total", None), 0.0);
     client.shutdown();
 }
