@@ -1188,7 +1188,9 @@ async fn serve(
                 futures_lite::future::yield_now().await;
             }
         } else {
-            idle_since = None;
+            // `idle_since` stays: a wake-up that brings nothing (the ticker's ring, which only
+            // lets glommio run its timers) goes back to waiting at once instead of spinning
+            // again; one that brings work starts a new spin after it.
             // Asleep, the loop flushes nothing: tasks woken meanwhile send at once.
             outbox.borrow_mut().set_batching(false);
             let (inbox, completions) = (&queues.inbox, &queues.completions);
