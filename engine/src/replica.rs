@@ -229,10 +229,15 @@ impl Dedup {
         }
     }
 
+    /// The ring as its newer calls (before `next`) and its older ones (from `next`, once the
+    /// ring is full), each in arrival order.
+    fn halves(&self) -> (&[Remembered], &[Remembered]) {
+        self.ring.split_at(self.next.min(self.ring.len()))
+    }
+
     /// The newest answer remembered for `call`.
     pub fn get(&self, call: &CallId) -> Option<&[u8]> {
-        // Before `next` the newer calls, from it the older (once the ring is full).
-        let (newer, older) = self.ring.split_at(self.next.min(self.ring.len()));
+        let (newer, older) = self.halves();
         newer
             .iter()
             .rev()
@@ -268,7 +273,7 @@ impl Dedup {
 
     /// Every remembered answer, oldest first.
     pub fn entries(&self) -> Vec<(u64, u64, Vec<u8>)> {
-        let (newer, older) = self.ring.split_at(self.next.min(self.ring.len()));
+        let (newer, older) = self.halves();
         older
             .iter()
             .chain(newer)

@@ -881,13 +881,7 @@ pub(crate) fn queue_call(
     op: OpId,
     payload: Bytes,
 ) -> Result<Awaiting, Bytes> {
-    CURRENT.with(|current| {
-        let Ok(current) = current.try_borrow() else {
-            return Err(payload);
-        };
-        let Some(current) = current.as_ref().filter(|c| c.token == token) else {
-            return Err(payload);
-        };
+    on_member(token, payload, |current, payload| {
         let (Ok(mut pending), Ok(mut outbox)) = (
             current.pending.try_borrow_mut(),
             current.outbox.try_borrow_mut(),
@@ -922,14 +916,13 @@ pub(crate) struct Awaiting {
 
 impl Awaiting {
     fn with_pending<R>(&self, f: impl FnOnce(&mut Pending) -> R) -> Option<R> {
-        CURRENT.with(|current| {
-            let current = current.try_borrow().ok()?;
-            let current = current
-                .as_ref()
-                .filter(|c| c.token == self.token && c.shard == self.shard)?;
-            let mut pending = current.pending.try_borrow_mut().ok()?;
-            Some(f(&mut pending))
+        on_member(self.token, f, |current, f| {
+            match current.pending.try_borrow_mut() {
+                Ok(mut pending) if current.shard == self.shard => Ok(f(&mut pending)),
+                _ => Err(f),
+            }
         })
+        .ok()
     }
 }
 
@@ -973,29 +966,33 @@ pub(crate) fn complete_from_here(
     correlation: u64,
     answer: Option<Answer>,
 ) -> Result<(), Option<Answer>> {
-    CURRENT.with(|current| {
-        let Ok(current) = current.try_borrow() else {
-            return Err(answer);
-        };
-        let Some(current) = current.as_ref().filter(|c| c.token == token) else {
-            return Err(answer);
-        };
-        let Ok(mut outbox) = current.outbox.try_borrow_mut() else {
-            return Err(answer);
-        };
-        outbox.complete_owned(to, correlation, answer)
+    on_member(token, answer, |current, answer| {
+        match current.outbox.try_borrow_mut() {
+            Ok(mut outbox) => outbox.complete_owned(to, correlation, answer),
+            Err(_) => Err(answer),
+        }
+    })
+}
+
+/// Runs `f` with `value` on this thread's shard if it is one of member `token`'s shards; gives
+/// `value` back otherwise (or whatever `f` gives back).
+fn on_member<T, R>(
+    token: MemberToken,
+    value: T,
+    f: impl FnOnce(&Current, T) -> Result<R, T>,
+) -> Result<R, T> {
+    CURRENT.with(|current| match current.try_borrow() {
+        Ok(current) => match current.as_ref().filter(|c| c.token == token) {
+            Some(current) => f(current, value),
+            None => Err(value),
+        },
+        Err(_) => Err(value),
     })
 }
 
 /// The shard this thread runs, if it is one of member `token`'s shards.
 pub(crate) fn current_shard(token: MemberToken) -> Option<ShardId> {
-    CURRENT.with(|current| {
-        let current = current.try_borrow().ok()?;
-        current
-            .as_ref()
-            .filter(|c| c.token == token)
-            .map(|c| c.shard)
-    })
+    on_member(token, (), |current, ()| Ok(current.shard)).ok()
 }
 
 /// A running shard's thread, and a receiver that resolves (with an error: its sender is dropped)
@@ -1146,8 +1143,11 @@ async fn serve(
     let mut rounds: u32 = 0;
     loop {
         // What this shard's tasks queued since the last round.
-        outbox.borrow_mut().set_batching(true);
-        outbox.borrow_mut().flush();
+        {
+            let mut outbox = outbox.borrow_mut();
+            outbox.set_batching(true);
+            outbox.flush();
+        }
         let mut handled = 0;
         while let Ok(completions) = queues.completions.try_recv() {
             handled += completions.len();
