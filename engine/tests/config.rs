@@ -159,6 +159,11 @@ fn out_of_range_values_are_invalid_with_key_and_value() {
             "5000",
         ),
         (
+            "[network]\npoll-busy-micros = 5000",
+            "network.poll-busy-micros",
+            "5000",
+        ),
+        (
             "[split-brain]\nprobe-interval-millis = 50",
             "split-brain.probe-interval-millis",
             "50",

@@ -48,6 +48,9 @@ pub struct ShardNetStats {
     /// Of those, reads whose socket became ready while the shard spun before sleeping
     /// (`network.poll-spin-micros`).
     pub spun_reads: u64,
+    /// Reads of busy (pipelined) connections that the shard's pump found ready in its epoll
+    /// set instead of through io_uring (`network.poll-busy-micros`).
+    pub pumped_reads: u64,
 }
 
 /// One shard's numbers.
@@ -170,7 +173,7 @@ pub fn render(s: &Snapshot) -> String {
             sh.shard
         );
     }
-    let per_shard: [PerShard; 12] = [
+    let per_shard: [PerShard; 13] = [
         (
             "corecast_partitions_owned",
             "gauge",
@@ -236,6 +239,12 @@ pub fn render(s: &Snapshot) -> String {
             "counter",
             "Short-wait reads whose socket became ready while the shard spun (network.poll-spin-micros).",
             |n| n.spun_reads,
+        ),
+        (
+            "corecast_pumped_reads_total",
+            "counter",
+            "Reads of pipelined connections found ready by the shard's epoll pump (network.poll-busy-micros).",
+            |n| n.pumped_reads,
         ),
         (
             "corecast_requests_overloaded_total",

@@ -92,6 +92,7 @@ pub fn shard_net_stats() -> crate::metrics::ShardNetStats {
             overloaded: sn.overloaded.get(),
             short_reads: crate::readiness::short_reads(),
             spun_reads: crate::readiness::spun_reads(),
+            pumped_reads: crate::readiness::pumped_reads(),
         }
     })
 }
@@ -233,6 +234,8 @@ pub struct Network {
     poll_wait_micros: u64,
     /// `network.poll-spin-micros`.
     poll_spin_micros: u64,
+    /// `network.poll-busy-micros`.
+    poll_busy_micros: u64,
     /// Replica slots per partition in the tables this member publishes as master.
     replica_slots: usize,
     /// How long an owner waits for sync backups' acks.
@@ -302,6 +305,7 @@ impl Network {
             max_pending_acks: n.max_pending_acks,
             poll_wait_micros: n.poll_wait_micros,
             poll_spin_micros: n.poll_spin_micros,
+            poll_busy_micros: n.poll_busy_micros,
             replica_slots: config.replica_slots(),
             ack_timeout: config.backup_ack_timeout(),
             anti_entropy: (config.backups.anti_entropy_interval_millis > 0)
@@ -782,7 +786,12 @@ impl ShardNet {
             orphans: RefCell::new(ahash::AHashSet::new()),
         });
         SHARD.with(|s| *s.borrow_mut() = Some(sn.clone()));
-        if let Err(e) = crate::readiness::install(net.poll_wait_micros, net.poll_spin_micros) {
+        let times = crate::readiness::PollTimes {
+            wait_micros: net.poll_wait_micros,
+            spin_micros: net.poll_spin_micros,
+            busy_micros: net.poll_busy_micros,
+        };
+        if let Err(e) = crate::readiness::install(times) {
             tracing::warn!(error = %e, "no epoll set: sockets wait through glommio only");
         }
         if net.role == Role::Member {
@@ -1952,9 +1961,14 @@ async fn serve_requests(
         if writer.is_closed() {
             return Ok(());
         }
-        // The batch's answers go now, in one send, rather than after the writer task's wake-up.
-        writer.flush();
+        // The batch's answers go now, in one send, rather than after the writer task's wake-up;
+        // a pipelined batch's after the shard's other ready connections ran theirs (one yield),
+        // so a round's answers leave together, as the pump woke their connections together.
         let serial = batch <= crate::readiness::SERIAL;
+        if !serial {
+            futures_lite::future::yield_now().await;
+        }
+        writer.flush();
         if !conn::fill_watched(&mut stream, &mut rb, peer, &watch, serial, || true).await? {
             return rb
                 .finish()

@@ -106,3 +106,57 @@ fn without_the_short_wait_every_read_goes_through_io_uring() {
     assert_eq!(sum(&samples, "corecast_spun_wait_reads_total", None), 0.0);
     client.shutdown();
 }
+
+/// Sends `n` pipelined `INCR pumped` to the front door at `port` from a writer thread while
+/// this one reads the replies; returns the last one.
+fn pipelined_incrs(port: u16, n: usize) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut w = s.try_clone().unwrap();
+    let writer = std::thread::spawn(move || {
+        let batch = b"*2\r\n$4\r\nINCR\r\n$6\r\npumped\r\n".repeat(100);
+        for _ in 0..n / 100 {
+            w.write_all(&batch).unwrap();
+        }
+    });
+    let (mut replies, mut last, mut line) = (0, String::new(), Vec::new());
+    let mut chunk = [0u8; 64 * 1024];
+    while replies < n {
+        let got = s.read(&mut chunk).unwrap();
+        assert!(
+            got > 0,
+            "the member closed the connection after {replies} replies"
+        );
+        for &b in &chunk[..got] {
+            line.push(b);
+            if b == b'\n' {
+                replies += 1;
+                last = String::from_utf8_lossy(&line).trim_end().to_owned();
+                line.clear();
+            }
+        }
+    }
+    writer.join().unwrap();
+    last
+}
+
+#[test]
+fn pipelined_connections_are_read_through_the_pump_unless_it_is_off() {
+    for (busy, pumped) in [("100", true), ("0", false)] {
+        let resp = procs::free_ports(1);
+        let r = resp.to_string();
+        let set = format!("network.poll-busy-micros={busy}");
+        let (_m, port) = metered_member(&["--shards", "1", "--resp-port", &r, "--set", &set]);
+        // 20,000 increments in one stream: the member reads them in batches of many, each
+        // batch a busy connection's read (the first, with no batch before it, a serial one's).
+        assert_eq!(pipelined_incrs(resp, 20_000), ":20000");
+        let samples = parse(&scrape(port)).unwrap_or_else(|e| panic!("{e}"));
+        let reads = sum(&samples, "corecast_pumped_reads_total", None);
+        eprintln!("poll-busy-micros {busy}: {reads} pumped reads");
+        if pumped {
+            assert!(reads >= 1.0, "{reads} pumped reads of a pipelined stream");
+        } else {
+            assert_eq!(reads, 0.0, "pumped reads with the pump off");
+        }
+    }
+}

@@ -186,6 +186,9 @@ async fn serve(door: Rc<Door>, mut stream: TcpStream) {
                 }
             }
         }
+        if batch > corecast_net::readiness::SERIAL && !out.is_empty() {
+            futures_lite::future::yield_now().await;
+        }
         if send(&mut stream, &mut out).await.is_err() {
             return;
         }
