@@ -314,9 +314,17 @@ impl ShardCore {
         let Some(work) = work else {
             return Ok(None);
         };
+        let slots = (usize::from(work.sync) + usize::from(work.async_)).min(MAX_REPLICAS - 1);
+        if slots == 0 {
+            // No replica takes it (backup-count 0): no version moves and nothing is sent; the
+            // answer is remembered for a retry of the call, if it has an id.
+            if let Some(call) = call {
+                self.replicas[local].dedup.remember(call.id, out);
+            }
+            return Ok(None);
+        }
         let ns = self.namespace(work.service)?;
         let state = &mut self.replicas[local];
-        let slots = (usize::from(work.sync) + usize::from(work.async_)).min(MAX_REPLICAS - 1);
         for v in &mut state.versions[ns][1..=slots] {
             *v += 1;
         }
