@@ -31,9 +31,11 @@ pub const EVENT_QUEUE: usize = 1 << 16;
 /// Milliseconds since the Unix epoch by this machine's clock: the time base of expiry times that
 /// travel between members.
 pub fn now_millis() -> u64 {
+    // Seconds and milliseconds in u64: `Duration::as_millis` divides a u128, a third of this
+    // call's cost on the 2-vCPU VM (50 ns → 34 ns), and every write reads the clock once.
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+        .map_or(0, |d| d.as_secs() * 1000 + u64::from(d.subsec_millis()))
 }
 
 /// What a listener subscribes to, as sent to every shard.

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::partition::{PartitionCount, PartitionId, ShardCount, ShardId};
-use crate::payload::{decode, encode, Bytes, Payload};
+use crate::payload::{decode, encode, encode_as, ArchivesAs, Bytes, Payload};
 use crate::reply::{Answer, Reply};
 use crate::shard::{self, MemberToken, PartitionReplies, ShardLink, ShardMsg};
 use crate::spi::{MemberInfo, OpError, OpId, Operation, Service, ServiceId};
@@ -154,8 +154,24 @@ impl Invoker {
         partition: PartitionId,
         op: &O,
     ) -> Result<O::Response, InvocationError> {
+        self.invoke_as::<O, O>(partition, op).await
+    }
+
+    /// [`Invoker::invoke`] of operation `O`, given as any value that archives as one (a twin
+    /// of `O` that borrows its fields: no copy of them before they are archived).
+    ///
+    /// Errors: as [`Invoker::invoke`].
+    pub async fn invoke_as<O: Operation, V: ArchivesAs<O>>(
+        &self,
+        partition: PartitionId,
+        op: &V,
+    ) -> Result<O::Response, InvocationError> {
         let (service, op_id) = (<O::Service as Service>::ID, O::ID);
-        let payload = encode_request(service, op_id, op)?;
+        let payload = encode_as::<O, V>(op).map_err(|e| InvocationError::Encode {
+            service,
+            op: op_id,
+            reason: e.to_string(),
+        })?;
         let bytes = self.invoke_raw(partition, service, op_id, payload).await?;
         decode_response::<O::Response>(partition, &bytes)
     }

@@ -11,7 +11,7 @@ use rkyv::{Archive, Deserialize, Serialize};
 use crate::config::BackupPolicy;
 use crate::invocation::{decode_response, encode_request, InvocationError, Invoker};
 use crate::partition::PartitionId;
-use crate::payload::{access, encode_into, Bytes};
+use crate::payload::{access, encode_into, ArchivesAs, Bytes};
 use crate::registry::{BackupWork, Mode};
 use crate::replica::SyncRequest;
 use crate::shard::ShardCore;
@@ -259,8 +259,20 @@ impl ObjectHandle {
         key: &[u8],
         op: &O,
     ) -> Result<O::Response, InvocationError> {
+        self.invoke_key_as::<O, O>(key, op).await
+    }
+
+    /// [`ObjectHandle::invoke_key`] of operation `O`, given as any value that archives as one
+    /// (see [`Invoker::invoke_as`]).
+    ///
+    /// Errors: as [`Invoker::invoke`].
+    pub async fn invoke_key_as<O: Operation, V: ArchivesAs<O>>(
+        &self,
+        key: &[u8],
+        op: &V,
+    ) -> Result<O::Response, InvocationError> {
         self.invoker
-            .invoke(self.invoker.partition_of(key), op)
+            .invoke_as::<O, V>(self.invoker.partition_of(key), op)
             .await
     }
 

@@ -40,6 +40,21 @@ impl<T> Payload for T where
 {
 }
 
+/// A value that archives as a `T` without being one: a twin of `T` that borrows what `T` owns
+/// (`#[rkyv(as = ArchivedT)]` with `Cow` or reference fields), so a caller holding the key and the
+/// name as slices archives an operation without copying them into a `T` first.
+pub trait ArchivesAs<T: Payload>:
+    Archive<Archived = Archived<T>>
+    + for<'a> Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, rancor::Error>>
+{
+}
+
+impl<T: Payload, V> ArchivesAs<T> for V where
+    V: Archive<Archived = Archived<T>>
+        + for<'a> Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, rancor::Error>>
+{
+}
+
 /// Bytes an archive starts with room for: an operation on one key with a value of about 100
 /// bytes fits, where growing from nothing (doubling) would allocate three times.
 const FIRST_CAPACITY: usize = 256;
@@ -67,6 +82,11 @@ pub(crate) fn copy(bytes: &[u8]) -> Bytes {
 
 /// Archives `value` into fresh bytes.
 pub fn encode<T: Payload>(value: &T) -> Result<Bytes, rancor::Error> {
+    encode_as::<T, T>(value)
+}
+
+/// Archives `value`, which archives as a `T`, into fresh bytes.
+pub fn encode_as<T: Payload, V: ArchivesAs<T>>(value: &V) -> Result<Bytes, rancor::Error> {
     rkyv::api::high::to_bytes_in(value, Bytes::with_capacity(FIRST_CAPACITY))
 }
 

@@ -1492,12 +1492,13 @@ impl Map {
         key: &[u8],
         change: update::Change,
     ) -> Result<update::Updated, InvocationError> {
-        let op = update::Update {
-            name: self.0.name().to_owned(),
-            key: key.to_vec(),
-            change,
+        let op = update::UpdateRef {
+            name: self.0.name(),
+            key,
+            change: &change,
         };
-        Ok(self.0.invoke_key(key, &op).await?.outcome)
+        let done = self.0.invoke_key_as::<update::Update, _>(key, &op).await?;
+        Ok(done.outcome)
     }
 
     /// The time `key` has left: `None` if it has no live value, `Some(None)` if it never

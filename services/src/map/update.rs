@@ -7,6 +7,11 @@
 
 use corecast_engine::events::now_millis;
 use corecast_engine::prelude::*;
+use rkyv::rancor::{Fallible, Source};
+use rkyv::ser::{Allocator, Writer};
+use rkyv::string::{ArchivedString, StringResolver};
+use rkyv::vec::{ArchivedVec, VecResolver};
+use rkyv::{munge::munge, Place};
 
 use super::{store, write, write_steps, Apply, MapService};
 use crate::decimal::Decimal;
@@ -45,6 +50,44 @@ pub struct Update {
     pub key: Vec<u8>,
     /// The change.
     pub change: Change,
+}
+
+/// An [`Update`] that borrows its map name and key, archived as one without copying them into
+/// an `Update` first (two allocations less for each INCR or SET through the front door).
+pub struct UpdateRef<'a> {
+    /// The map.
+    pub name: &'a str,
+    /// The key.
+    pub key: &'a [u8],
+    /// The change.
+    pub change: &'a Change,
+}
+
+impl Archive for UpdateRef<'_> {
+    type Archived = ArchivedUpdate;
+    type Resolver = (StringResolver, VecResolver, <Change as Archive>::Resolver);
+
+    fn resolve(&self, (name, key, change): Self::Resolver, out: Place<ArchivedUpdate>) {
+        munge!(let ArchivedUpdate { name: name_out, key: key_out, change: change_out } = out);
+        ArchivedString::resolve_from_str(self.name, name, name_out);
+        ArchivedVec::resolve_from_slice(self.key, key, key_out);
+        self.change.resolve(change, change_out);
+    }
+}
+
+impl<S> Serialize<S> for UpdateRef<'_>
+where
+    S: Fallible + Allocator + Writer + ?Sized,
+    S::Error: Source,
+    Change: Serialize<S>,
+{
+    fn serialize(&self, s: &mut S) -> Result<Self::Resolver, S::Error> {
+        Ok((
+            ArchivedString::serialize_from_str(self.name, s)?,
+            ArchivedVec::serialize_from_slice(self.key, s)?,
+            self.change.serialize(s)?,
+        ))
+    }
 }
 
 /// The outcome of an [`Update`].
@@ -214,6 +257,36 @@ impl Operation for Update {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn an_update_that_borrows_archives_as_the_update_it_stands_for() {
+        for change in [
+            Change::Add(-42),
+            Change::Append(b"tail".to_vec()),
+            Change::Set(SetTo {
+                value: vec![7; 300],
+                ttl_ms: 1500,
+                if_exists: Some(false),
+                get: true,
+            }),
+        ] {
+            let owned = Update {
+                name: "a map with a longer name than fits inline".into(),
+                key: b"key-17".to_vec(),
+                change: change.clone(),
+            };
+            let borrowed = UpdateRef {
+                name: &owned.name,
+                key: &owned.key,
+                change: &change,
+            };
+            let a = corecast_engine::payload::encode(&owned).unwrap();
+            let b = corecast_engine::payload::encode_as::<Update, _>(&borrowed).unwrap();
+            assert_eq!(a.as_slice(), b.as_slice(), "{change:?}");
+            let read = corecast_engine::payload::access::<Update>(&b).unwrap();
+            assert_eq!(read.key.as_slice(), b"key-17");
+        }
+    }
 
     #[test]
     fn integers_are_read_as_redis_reads_them() {
