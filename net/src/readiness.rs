@@ -19,18 +19,19 @@
 //! the spin (and tries once in 64 waits otherwise): over a network with longer round trips it
 //! stops spinning after 8 waits and sleeps as before.
 //!
-//! **The pump.** A busier connection (more than [`SERIAL`] requests in its last batch) parks in
-//! the same set instead of glommio's io_uring: the shard's pump task asks epoll once a
+//! **The pump.** A busier connection (more than [`SERIAL`] requests in its last batch), or a
+//! serial one while others are parked or when its short wait was cut short by another socket,
+//! parks in the same set instead of glommio's io_uring: the shard's pump task asks epoll once a
 //! scheduling round without sleeping and wakes the parked connections whose sockets are ready,
-//! as redis-server's event loop does; with nothing ready and nothing else to do it waits as the
-//! short wait does. An io_uring poll per read costs the peer's `send` an inter-processor
-//! interrupt whenever this shard is running (its completion is task work, which the kernel
-//! signals), and a connection woken alone answers alone, so a load generator faster than the
-//! shard sleeps and is woken once per batch; parked in epoll, a request costs nothing until the
-//! round asks, and the connections a round wakes answer together (they yield once before they
-//! send). Pipelined INCR through the Redis front door, 50 connections of 16 (per CPU-second of
-//! the member): 0.45–0.52 M through glommio, 0.58–0.62 M pumped. When no parked socket was ready
-//! for `poll-busy-micros`, the pump hands them back to glommio and sleeps until one parks again.
+//! as redis-server's event loop does. An io_uring poll per read costs the peer's `send` an
+//! inter-processor interrupt whenever this shard is running (its completion is task work, which
+//! the kernel signals), and a connection woken alone answers alone, so a load generator faster
+//! than the shard sleeps and is woken once per batch; parked in epoll, a request costs nothing
+//! until the round asks, and the connections a round wakes answer together (the Redis front
+//! door's yield once before they send). Pipelined INCR through the Redis front door, 50
+//! connections of 16 (per CPU-second of the member): 0.45–0.52 M through glommio, 0.58–0.62 M
+//! pumped. When no parked socket was ready for `poll-busy-micros` (and that keeps happening),
+//! the pump hands them back to glommio and sleeps until one parks again.
 //!
 //! Sockets are watched edge-triggered, and each one's readiness is cached here: set by any
 //! `epoll_wait` of the shard that reports it, cleared by a read that finds the socket empty or
@@ -486,7 +487,9 @@ pub async fn read(
     let Some(fd) = watch.0 else {
         return Ok(None);
     };
-    if !serial {
+    // A busy connection, or a serial one while others are parked in the pump (the shard is
+    // busy: a wait would only be cut short by their sockets).
+    if !serial || pumping() {
         return pumped_read(fd, buf).await;
     }
     // The shard's runnable tasks first: the caller woken by the last answer sends its next call.
@@ -499,8 +502,13 @@ pub async fn read(
         SHORT_READS.with(|c| c.set(c.get() + 1));
         return Ok(Some(n));
     }
-    let Some((true, spun)) = wait(Some(fd)) else {
-        return Ok(None);
+    let spun = match wait(Some(fd)) {
+        Some((true, spun)) => spun,
+        // Another of the shard's sockets is ready: many connections are active, each with
+        // few requests (50 clients of one request each): the pump serves them together.
+        Some((false, _)) => return pumped_read(fd, buf).await,
+        None if pumping() => return pumped_read(fd, buf).await,
+        None => return Ok(None),
     };
     let read = read_ready(fd, buf)?;
     if read.is_some() {
@@ -510,6 +518,11 @@ pub async fn read(
         }
     }
     Ok(read)
+}
+
+/// Whether connections are parked in this shard's pump.
+fn pumping() -> bool {
+    POLLER.with(|p| p.borrow().as_ref().is_some_and(|p| p.parked > 0))
 }
 
 /// Reads `fd` if it is ready, else parks it until the pump finds it ready; `None` when the shard
@@ -701,11 +714,20 @@ async fn pump() {
 }
 
 /// Lets the shard's other tasks run and then glommio poll its rings before this task runs
-/// again: a timer one nanosecond out waits for the reactor's next timer sweep (a plain yield
-/// keeps glommio's task queue runnable, and it polls its rings only when none is).
+/// again. A plain yield keeps glommio's task queue runnable, and it polls its rings only when
+/// none is or at the preempt tick (`preempt-timer-micros`, 10 ms): connections the pump handed
+/// back to glommio waited that long for their reads under a steady load (p99 8–10 ms for 50
+/// clients of one request each, 0.8 ms with this). A timer already due when first polled
+/// completes without yielding (glommio compares the clock at the first poll), so a nanosecond
+/// would not do: [`REACTOR_YIELD`] is due only after the tasks ready now ran and glommio made
+/// its pass.
 async fn yield_to_reactor() {
-    glommio::timer::sleep(Duration::from_nanos(1)).await;
+    glommio::timer::sleep(REACTOR_YIELD).await;
 }
+
+/// See [`yield_to_reactor`]: longer than a first poll takes, short enough not to hold an idle
+/// shard back.
+const REACTOR_YIELD: Duration = Duration::from_micros(2);
 
 #[cfg(test)]
 mod tests {
