@@ -19,7 +19,7 @@
 
 use std::io::{self, Write};
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::{fence, AtomicBool, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicI32, AtomicU32, Ordering};
 
 use futures_lite::AsyncReadExt;
 
@@ -28,6 +28,18 @@ use futures_lite::AsyncReadExt;
 pub(crate) struct Doorbell {
     armed: AtomicBool,
     tx: UnixStream,
+    /// The shard loop's round count (wrapping), stored by the shard each round: the ticker's
+    /// sign that the shard's tasks run ([`crate::kick`]).
+    rounds: AtomicU32,
+    /// The shard thread's kernel id while it runs (0: not started or ended).
+    thread: AtomicI32,
+}
+
+/// What the ticker last saw of one shard: its rounds, and for how many ticks they stood still.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Watch {
+    rounds: u32,
+    still: u32,
 }
 
 impl Doorbell {
@@ -40,6 +52,8 @@ impl Doorbell {
             Doorbell {
                 armed: AtomicBool::new(false),
                 tx,
+                rounds: AtomicU32::new(0),
+                thread: AtomicI32::new(0),
             },
             rx,
         ))
@@ -51,6 +65,39 @@ impl Doorbell {
         if self.armed.load(Ordering::Relaxed) && self.armed.swap(false, Ordering::AcqRel) {
             // A full socket buffer means the shard has wake-ups waiting already.
             let _ = (&self.tx).write(&[1]);
+        }
+    }
+
+    /// The shard's thread: `tid` from its start, 0 when it ends.
+    pub fn set_thread(&self, tid: i32) {
+        self.thread.store(tid, Ordering::Relaxed);
+    }
+
+    /// The shard's loop ran round `n` (a plain store: only the shard writes it).
+    pub fn round(&self, n: u32) {
+        self.rounds.store(n, Ordering::Relaxed);
+    }
+
+    /// The ticker's visit: rings the shard if it waits; otherwise, if its loop has not gone
+    /// round for [`crate::kick::STALLED_TICKS`] ticks (glommio asleep with its tasks
+    /// runnable, or one long task), signals its thread. Whether it signalled.
+    pub fn tick(&self, seen: &mut Watch) -> bool {
+        let rounds = self.rounds.load(Ordering::Relaxed);
+        if self.armed.load(Ordering::Relaxed) || rounds != seen.rounds {
+            *seen = Watch { rounds, still: 0 };
+            self.ring();
+            return false;
+        }
+        seen.still += 1;
+        if seen.still % crate::kick::STALLED_TICKS != 0 {
+            return false;
+        }
+        match self.thread.load(Ordering::Relaxed) {
+            0 => false,
+            tid => {
+                crate::kick::kick(tid);
+                true
+            }
         }
     }
 }

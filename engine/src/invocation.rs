@@ -477,9 +477,17 @@ impl Invoker {
             .is_some_and(|link| link.send_blocking(msg))
     }
 
-    /// Wakes every waiting shard (the member's ticker).
-    pub(crate) fn tick(&self) {
-        self.inner.links.iter().for_each(|link| link.tick());
+    /// The member's ticker: wakes every waiting shard and signals stalled ones; `seen` holds
+    /// what it saw of each shard last time. How many it signalled.
+    pub(crate) fn tick(&self, seen: &mut Vec<crate::doorbell::Watch>) -> usize {
+        seen.resize(self.inner.links.len(), Default::default());
+        self.inner
+            .links
+            .iter()
+            .zip(seen.iter_mut())
+            .map(|(link, seen)| link.tick(seen))
+            .filter(|&kicked| kicked)
+            .count()
     }
 }
 

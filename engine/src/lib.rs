@@ -20,7 +20,9 @@
 //!   sent as one message per destination each scheduling round.
 //! - [`shard`] (crate-private): one shard's state and its message loop on a glommio executor.
 //! - `doorbell` (crate-private): waking a sleeping shard from another thread, on glommio's main
-//!   ring.
+//!   ring; the liveness word the ticker watches.
+//! - `kick` (crate-private): signalling a shard thread glommio put to sleep with its tasks
+//!   runnable, so its `io_uring_enter` returns.
 //! - [`extension`]: hooks for the network layer: per-shard routing to partition owners, running
 //!   operations that arrived by socket.
 //! - [`events`]: listener registrations per shard, publishing events from operations and ticks,
@@ -44,6 +46,7 @@ pub mod events;
 pub mod extension;
 pub mod fuzz;
 pub mod invocation;
+mod kick;
 pub mod member;
 mod memlock;
 pub mod migration;

@@ -174,6 +174,7 @@ impl MemberBuilder {
             receivers.push(queues);
         }
         let invoker = Invoker::new(links.clone(), shards, partitions, member.clone());
+        crate::kick::install();
         let ticker = Ticker::start(invoker.clone(), config.wake_tick())?;
         let mut started = Member {
             invoker,
@@ -391,8 +392,8 @@ impl Member {
     fn join(&mut self) {
         self.stopped = true;
         for thread in self.threads.drain(..) {
-            if let Err(e) = thread.join.join() {
-                tracing::warn!(error = %e, "a shard's thread ended with an error");
+            if thread.join.join().is_err() {
+                tracing::warn!("a shard's thread panicked");
             }
         }
         if let Some(ticker) = self.ticker.take() {
@@ -465,7 +466,9 @@ impl BlockingMember {
 
 /// Rings every waiting shard's doorbell each `wake-tick`, so a shard asleep in io_uring runs its
 /// glommio timers and foreign task wake-ups (which this kernel may not deliver to a sleeping
-/// executor, see [`crate::doorbell`]) at most one tick late.
+/// executor, see [`crate::doorbell`]) at most one tick late; signals a shard whose loop stood
+/// still for several ticks without waiting (glommio asleep with runnable tasks, see
+/// [`crate::kick`]).
 struct Ticker {
     stop: flume::Sender<()>,
     thread: std::thread::JoinHandle<()>,
@@ -477,8 +480,12 @@ impl Ticker {
         let thread = std::thread::Builder::new()
             .name("corecast-ticker".into())
             .spawn(move || {
+                let mut seen = Vec::new();
                 while let Err(flume::RecvTimeoutError::Timeout) = stopped.recv_timeout(tick) {
-                    invoker.tick();
+                    let kicked = invoker.tick(&mut seen);
+                    if kicked > 0 {
+                        tracing::debug!(shards = kicked, "signalled stalled shards");
+                    }
                 }
             })
             .map_err(|e| StartError::Resource {

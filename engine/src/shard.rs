@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ahash::AHashSet;
-use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
+use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::config::Config;
 use crate::doorbell::{Bell, Doorbell};
@@ -146,9 +146,9 @@ impl ShardLink {
         self.bell.ring();
     }
 
-    /// Wakes the shard if it waits, so glommio runs its timers and foreign wakes (the ticker).
-    pub fn tick(&self) {
-        self.bell.ring();
+    /// The ticker's visit (see [`Doorbell::tick`]): whether it signalled a stalled shard.
+    pub fn tick(&self, seen: &mut crate::doorbell::Watch) -> bool {
+        self.bell.tick(seen)
     }
 }
 
@@ -1005,7 +1005,7 @@ pub(crate) fn current_shard(token: MemberToken) -> Option<ShardId> {
 /// A running shard's thread, and a receiver that resolves (with an error: its sender is dropped)
 /// when the shard's future has ended, whichever way it ended.
 pub(crate) struct ShardThread {
-    pub join: ExecutorJoinHandle<()>,
+    pub join: std::thread::JoinHandle<()>,
     pub exited: flume::Receiver<()>,
 }
 
@@ -1019,83 +1019,109 @@ pub(crate) fn spawn(
 ) -> Result<ShardThread, StartError> {
     let shard = spec.shard;
     let mut builder = LocalExecutorBuilder::new(placement)
-        .name(&format!("corecast-shard-{}", shard.0))
         .io_memory(spec.config.io_memory_bytes())
         .preempt_timer(spec.config.preempt_timer());
     if let Some(spin) = spec.config.spin_before_park() {
         builder = builder.spin_before_park(spin);
     }
     let (exited_tx, exited) = flume::bounded::<()>(1);
-    let join = builder
-        .spawn(move || async move {
-            // Dropped when this future ends: `exited` resolves even if the shard never served.
-            let _exited = exited_tx;
-            let core = match ShardCore::start(&spec) {
-                Ok(core) => Rc::new(RefCell::new(core)),
+    let link = spec.link.clone();
+    // The thread is ours, not glommio's `spawn`: it tells the doorbell its id before the
+    // executor exists, so the ticker can signal it even if glommio never runs its first task
+    // (see `crate::kick`).
+    let join = std::thread::Builder::new()
+        .name(format!("corecast-shard-{}", shard.0))
+        .spawn(move || {
+            link.bell.set_thread(crate::kick::current_thread());
+            match builder.make() {
+                Ok(executor) => executor.run(serve_shard(spec, queues, ready, exited_tx)),
                 Err(e) => {
-                    let _ = ready.send(Err(e));
-                    return;
+                    let _ = ready.send(Err(StartError::Executor {
+                        shard,
+                        reason: e.to_string(),
+                    }));
                 }
-            };
-            let pending = Rc::new(RefCell::new(Pending::default()));
-            let outbox = Rc::new(RefCell::new(Outbox::new(
-                spec.token,
-                shard,
-                spec.invoker.links(),
-            )));
-            CURRENT.with(|c| {
-                *c.borrow_mut() = Some(Current {
-                    token: spec.token,
-                    shard,
-                    core: core.clone(),
-                    pending: pending.clone(),
-                    outbox: outbox.clone(),
-                    router: None,
-                })
-            });
-            let router = spec.extension.clone().map(|ext| {
-                ext.start_shard(ShardContext {
-                    shard,
-                    shards: spec.shards,
-                    partitions: spec.partitions,
-                    config: spec.config.clone(),
-                    member: spec.member.clone(),
-                    invoker: spec.invoker.clone(),
-                })
-            });
-            CURRENT.with(|c| {
-                if let Some(current) = c.borrow_mut().as_mut() {
-                    current.router = router.clone();
-                }
-            });
-            tracing::debug!(%shard, partitions = core.borrow().objects.len(), "shard started");
-            glommio::spawn_local(tick_loop(
-                Rc::downgrade(&core),
-                router.clone(),
-                spec.config.service_tick(),
-            ))
-            .detach();
-            let _ = ready.send(Ok(()));
-            let mut queues = Served {
-                inbox: queues.inbox,
-                completions: queues.completions,
-                bell: Bell::new(queues.bell),
-                link: spec.link.clone(),
-            };
-            let terminate = serve(&core, &pending, &outbox, &mut queues, router.as_ref()).await;
-            outbox.borrow_mut().set_batching(false);
-            if let Some(router) = &router {
-                router.shutdown();
             }
-            core.borrow_mut().shutdown(terminate);
-            CURRENT.with(|c| c.borrow_mut().take());
-            tracing::debug!(%shard, "shard stopped");
+            link.bell.set_thread(0);
         })
         .map_err(|e| StartError::Executor {
             shard,
             reason: e.to_string(),
         })?;
     Ok(ShardThread { join, exited })
+}
+
+/// The shard's life on its executor: its core and the extension's router, `ready` told, then
+/// its loop until shutdown. `exited` is dropped when it ends, whichever way.
+async fn serve_shard(
+    spec: ShardSpec,
+    queues: ShardQueues,
+    ready: oneshot::Sender<Result<(), StartError>>,
+    exited_tx: flume::Sender<()>,
+) {
+    let shard = spec.shard;
+    // Dropped when this future ends: `exited` resolves even if the shard never served.
+    let _exited = exited_tx;
+    let core = match ShardCore::start(&spec) {
+        Ok(core) => Rc::new(RefCell::new(core)),
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    let pending = Rc::new(RefCell::new(Pending::default()));
+    let outbox = Rc::new(RefCell::new(Outbox::new(
+        spec.token,
+        shard,
+        spec.invoker.links(),
+    )));
+    CURRENT.with(|c| {
+        *c.borrow_mut() = Some(Current {
+            token: spec.token,
+            shard,
+            core: core.clone(),
+            pending: pending.clone(),
+            outbox: outbox.clone(),
+            router: None,
+        })
+    });
+    let router = spec.extension.clone().map(|ext| {
+        ext.start_shard(ShardContext {
+            shard,
+            shards: spec.shards,
+            partitions: spec.partitions,
+            config: spec.config.clone(),
+            member: spec.member.clone(),
+            invoker: spec.invoker.clone(),
+        })
+    });
+    CURRENT.with(|c| {
+        if let Some(current) = c.borrow_mut().as_mut() {
+            current.router = router.clone();
+        }
+    });
+    tracing::debug!(%shard, partitions = core.borrow().objects.len(), "shard started");
+    glommio::spawn_local(tick_loop(
+        Rc::downgrade(&core),
+        router.clone(),
+        spec.config.service_tick(),
+    ))
+    .detach();
+    let _ = ready.send(Ok(()));
+    let mut queues = Served {
+        inbox: queues.inbox,
+        completions: queues.completions,
+        bell: Bell::new(queues.bell),
+        link: spec.link.clone(),
+    };
+    let terminate = serve(&core, &pending, &outbox, &mut queues, router.as_ref()).await;
+    outbox.borrow_mut().set_batching(false);
+    if let Some(router) = &router {
+        router.shutdown();
+    }
+    core.borrow_mut().shutdown(terminate);
+    CURRENT.with(|c| c.borrow_mut().take());
+    tracing::debug!(%shard, "shard stopped");
 }
 
 /// Runs the services' ticks every `every` until the shard's core is gone.
@@ -1144,7 +1170,11 @@ async fn serve(
 ) -> bool {
     // When the queues were last found empty after some work; read the clock only then.
     let mut idle_since: Option<Instant> = None;
+    let mut rounds: u32 = 0;
     loop {
+        // The ticker's sign that this loop runs (see `crate::kick`).
+        rounds = rounds.wrapping_add(1);
+        queues.link.bell.round(rounds);
         // What this shard's tasks queued since the last round.
         {
             let mut outbox = outbox.borrow_mut();

@@ -356,3 +356,36 @@ fn duplicate_operation_ids_are_refused_at_start() {
         "{err}"
     );
 }
+
+/// glommio 0.9 sleeps with its tasks runnable when its preempt timer fires between its I/O poll
+/// and its first task (a thread descheduled longer than the timer: an overloaded machine). A
+/// timer of 10 µs makes it the rule: without the ticker's signal (`kick`) the first start here
+/// never runs its shards' first tasks and `start_blocking` waits forever (an operation or the
+/// shutdown can stall the same way). Each round must finish.
+#[test]
+fn shards_that_glommio_puts_to_sleep_with_work_are_woken() {
+    for round in 0..20 {
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let member = start(Config {
+                preempt_timer_micros: 10,
+                ..config(2, 13)
+            });
+            let invoker = member.member().invoker().clone();
+            for p in 0..13 {
+                let (echoed, _, _) = member
+                    .block_on(invoker.invoke(PartitionId(p), &Visit))
+                    .unwrap();
+                assert_eq!(echoed, p);
+            }
+            member.shutdown();
+            let _ = done.send(());
+        });
+        if finished
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .is_err()
+        {
+            panic!("round {round}: a member did not start, serve and stop within 30 s");
+        }
+    }
+}
