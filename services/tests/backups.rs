@@ -209,7 +209,7 @@ fn raw_calls(member: &BlockingMember, frames: &[(Header, Vec<u8>)]) -> Vec<(u16,
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     let mut out = rkyv::util::AlignedVec::<16>::new();
     let hello = Control::Hello {
-        cluster: "dev".into(),
+        cluster: member.member().invoker().member().cluster_name.clone(),
         secret: String::new(),
         role: Role::Client,
         id: 77,

@@ -104,7 +104,13 @@ struct Interactive {
 impl Interactive {
     fn start(via: &Proc, command: &[&str]) -> Interactive {
         let mut child = Command::new(BIN)
-            .args(["client", "--members", &via.addr])
+            .args([
+                "client",
+                "--members",
+                &via.addr,
+                "--cluster-name",
+                &via.cluster,
+            ])
             .args(command)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

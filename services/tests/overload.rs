@@ -83,7 +83,7 @@ fn connect(addr: &str) -> (TcpStream, ReadBuf) {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_nodelay(true).unwrap();
     let hello = Control::Hello {
-        cluster: "dev".into(),
+        cluster: support::procs::cluster_of(addr).unwrap_or_else(|| "dev".into()),
         secret: String::new(),
         role: Role::Client,
         id: 0x000f_100d,

@@ -41,6 +41,11 @@ pub fn networked_config(seeds: &[&BlockingMember], shards: u32) -> Config {
         .iter()
         .map(|m| m.member().invoker().member().address.to_string())
         .collect();
+    config.cluster_name = match seeds.first() {
+        Some(seed) => seed.member().invoker().member().cluster_name.clone(),
+        None => procs::cluster_name(None, port),
+    };
+    procs::register(&config.network.bind.to_string(), &config.cluster_name);
     config.network.heartbeat_interval_millis = 100;
     config.network.member_timeout_millis = 1000;
     config.network.join_timeout_millis = 300;
@@ -69,11 +74,14 @@ pub fn quiet(live: &[&BlockingMember]) {
 
 /// A smart client with every built-in service, connected through the member at `addr`.
 pub fn client_of(addr: &str) -> BlockingMember {
-    let config = Config {
+    let mut config = Config {
         shards: Some(1),
         io_memory_kib: 256,
         ..Config::default()
     };
+    if let Some(name) = procs::cluster_of(addr) {
+        config.cluster_name = name;
+    }
     let builder = with_builtin_services(Member::builder(config));
     let started = futures_lite::future::block_on(corecast_net::start_client(
         builder,

@@ -33,6 +33,38 @@ pub struct Proc {
     pub child: Child,
     pub addr: String,
     pub log: std::path::PathBuf,
+    /// Its cluster's name, its own to the test that started it.
+    pub cluster: String,
+}
+
+/// Test members' cluster names by address, for the clients and `cluster status` runs that
+/// reach them (see [`cluster_name`]).
+static CLUSTERS: std::sync::Mutex<Vec<(String, String)>> = std::sync::Mutex::new(Vec::new());
+
+/// The name for a new test cluster, or the cluster of `seed` when joining one. Every test
+/// cluster has its own: tests run side by side, a killed member's port is handed to another
+/// test's member, and a master probing its old members' addresses for a split brain would
+/// otherwise find that other test's cluster under the same default name and merge with it
+/// (seen: a counter read 38 after 21 increments, the other test's counter).
+pub fn cluster_name(seed: Option<&str>, port: u16) -> String {
+    seed.and_then(cluster_of)
+        .unwrap_or_else(|| format!("test-{}-{port}", std::process::id()))
+}
+
+/// Records that the member at `addr` is in cluster `name`.
+pub fn register(addr: &str, name: &str) {
+    let mut clusters = CLUSTERS.lock().unwrap();
+    clusters.retain(|(a, _)| a != addr);
+    clusters.push((addr.to_owned(), name.to_owned()));
+}
+
+/// The cluster of the test member at `addr`, if a test started one there.
+pub fn cluster_of(addr: &str) -> Option<String> {
+    let clusters = CLUSTERS.lock().unwrap();
+    clusters
+        .iter()
+        .find(|(a, _)| a == addr)
+        .map(|(_, n)| n.clone())
 }
 
 impl Proc {
@@ -98,8 +130,22 @@ pub fn member(seeds: &[&Proc], extra: &[&str]) -> Proc {
         let list: Vec<&str> = seeds.iter().map(|s| s.addr.as_str()).collect();
         cmd.arg("--seeds").arg(list.join(","));
     }
+    let cluster = match extra.iter().position(|a| *a == "--cluster-name") {
+        Some(i) => extra[i + 1].to_owned(),
+        None => {
+            let name = cluster_name(seeds.first().map(|s| s.addr.as_str()), base);
+            cmd.args(["--cluster-name", &name]);
+            name
+        }
+    };
+    register(&addr, &cluster);
     let child = cmd.spawn().unwrap();
-    Proc { child, addr, log }
+    Proc {
+        child,
+        addr,
+        log,
+        cluster,
+    }
 }
 
 /// The Prometheus text a member serves on `port` (`--metrics-port`).
@@ -140,9 +186,26 @@ pub fn joined(p: &Proc) -> bool {
     p.log().contains("joined the cluster")
 }
 
+/// How long a `corecast client` or `cluster status` process may take: a hung one fails the test
+/// with its log instead of holding the suite until CI's limit.
+const RUN_LIMIT: Duration = Duration::from_secs(60);
+
+/// Runs the binary with `args` (and `stdin`, if given) to its exit; panics with its stderr if it
+/// is still running after [`RUN_LIMIT`].
 pub fn run(args: &[&str], stdin: Option<&str>) -> Output {
-    let mut child = Command::new(BIN)
-        .args(args)
+    // The cluster of the member it reaches, unless the test names one.
+    let named = args
+        .iter()
+        .position(|a| *a == "--members")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|m| cluster_of(m.split(',').next().unwrap_or(m)))
+        .filter(|_| !args.contains(&"--cluster-name"));
+    let mut cmd = Command::new(BIN);
+    cmd.args(args);
+    if let Some(name) = &named {
+        cmd.args(["--cluster-name", name]);
+    }
+    let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -158,7 +221,36 @@ pub fn run(args: &[&str], stdin: Option<&str>) -> Output {
     } else {
         drop(child.stdin.take());
     }
-    child.wait_with_output().unwrap()
+    let drain = |mut r: Box<dyn std::io::Read + Send>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = r.read_to_end(&mut bytes);
+            bytes
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().unwrap()));
+    let err = drain(Box::new(child.stderr.take().unwrap()));
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if start.elapsed() > RUN_LIMIT {
+            let _ = child.kill();
+            let _ = child.wait();
+            let stderr = String::from_utf8_lossy(&err.join().unwrap()).into_owned();
+            panic!(
+                "`corecast {}` still running after {RUN_LIMIT:?}; its stderr:\n{stderr}",
+                args.join(" ")
+            );
+        }
+        sleep(Duration::from_millis(10));
+    };
+    Output {
+        status,
+        stdout: out.join().unwrap(),
+        stderr: err.join().unwrap(),
+    }
 }
 
 /// Parsed `cluster status`: (address, master, lite, owned) per member.
