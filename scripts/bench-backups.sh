@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 duration="${1:-3}"
 cargo build --release -q -p corecast-services --bin corecast -p corecast-bench
-bin=target/release/corecast
+bin=${CORECAST_BIN:-target/release/corecast}
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; pids=(); }
 trap cleanup EXIT
@@ -33,7 +33,9 @@ start_cluster() {
         sleep 0.3
     done
     for _ in $(seq 1 100); do
-        if "$bin" cluster status --members "$seed" 2>/dev/null | grep -q "^members: 3"; then
+        # Read the whole status first: `grep -q` exits at its match, and under pipefail the
+        # writer's broken pipe would fail the test.
+        if grep -q "^members: 3" <<< "$("$bin" cluster status --members "$seed" 2>/dev/null || true)"; then
             echo "$seed"; return
         fi
         sleep 0.1
