@@ -10,7 +10,12 @@ duration="${1:-3}"
 cargo build --release -q -p corecast-services --bin corecast -p corecast-bench
 bin=${CORECAST_BIN:-target/release/corecast}
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; pids=(); }
+# kill -9 and wait: a graceful leave takes the members seconds, into the next policy's run.
+cleanup() {
+    for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+    for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+    pids=()
+}
 trap cleanup EXIT
 
 free_base() {
@@ -20,7 +25,8 @@ free_base() {
     done
 }
 
-# start_cluster SYNC ASYNC: three members; prints the first member's address.
+# start_cluster SYNC ASYNC: three members; sets `addr` to the first member's address. (Not
+# called in a command substitution: its subshell would keep the members' pids from cleanup.)
 start_cluster() {
     local base; base=$(free_base)
     local seed="127.0.0.1:$base"
@@ -36,7 +42,7 @@ start_cluster() {
         # Read the whole status first: `grep -q` exits at its match, and under pipefail the
         # writer's broken pipe would fail the test.
         if grep -q "^members: 3" <<< "$("$bin" cluster status --members "$seed" 2>/dev/null || true)"; then
-            echo "$seed"; return
+            addr="$seed"; return
         fi
         sleep 0.1
     done
@@ -54,7 +60,7 @@ measure() {
 printf '%-16s %-13s %10s %9s %9s %9s\n' "policy" "target" "ops/s" "p50" "p90" "p99"
 for policy in "0 0" "1 0" "2 0" "0 1"; do
     set -- $policy
-    addr=$(start_cluster "$1" "$2")
+    start_cluster "$1" "$2"
     measure "$addr" | sed "s/^/$(printf '%-16s' "sync $1 async $2") /"
     cleanup
     sleep 0.5

@@ -19,8 +19,9 @@
 //! the spin (and tries once in 64 waits otherwise): over a network with longer round trips it
 //! stops spinning after 8 waits and sleeps as before.
 //!
-//! **The pump.** A busier connection (more than [`SERIAL`] requests in its last batch) parks in
-//! the same set instead of glommio's io_uring: the shard's pump task asks epoll once a
+//! **The pump.** A busier connection (more than [`SERIAL`] requests in its last batch), or a
+//! serial one while others are parked or when its short wait was cut short by another socket,
+//! parks in the same set instead of glommio's io_uring: the shard's pump task asks epoll once a
 //! scheduling round without sleeping and wakes the parked connections whose sockets are ready,
 //! as redis-server's event loop does. An io_uring poll per read costs the peer's `send` an
 //! inter-processor interrupt whenever this shard is running (its completion is task work, which
@@ -486,7 +487,9 @@ pub async fn read(
     let Some(fd) = watch.0 else {
         return Ok(None);
     };
-    if !serial {
+    // A busy connection, or a serial one while others are parked in the pump (the shard is
+    // busy: a wait would only be cut short by their sockets).
+    if !serial || pumping() {
         return pumped_read(fd, buf).await;
     }
     // No short wait configured (`poll-wait-micros` 0, the pump's set only): glommio reads it.
@@ -503,8 +506,13 @@ pub async fn read(
         SHORT_READS.with(|c| c.set(c.get() + 1));
         return Ok(Some(n));
     }
-    let Some((true, spun)) = wait(Some(fd)) else {
-        return Ok(None);
+    let spun = match wait(Some(fd)) {
+        Some((true, spun)) => spun,
+        // Another of the shard's sockets is ready: many connections are active, each with
+        // few requests (50 clients of one request each): the pump serves them together.
+        Some((false, _)) => return pumped_read(fd, buf).await,
+        None if pumping() => return pumped_read(fd, buf).await,
+        None => return Ok(None),
     };
     let read = read_ready(fd, buf)?;
     if read.is_some() {
@@ -514,6 +522,11 @@ pub async fn read(
         }
     }
     Ok(read)
+}
+
+/// Whether connections are parked in this shard's pump.
+fn pumping() -> bool {
+    POLLER.with(|p| p.borrow().as_ref().is_some_and(|p| p.parked > 0))
 }
 
 /// Reads `fd` if it is ready, else parks it until the pump finds it ready; `None` when the shard
