@@ -221,15 +221,8 @@ pub fn run(args: &[&str], stdin: Option<&str>) -> Output {
     } else {
         drop(child.stdin.take());
     }
-    let drain = |mut r: Box<dyn std::io::Read + Send>| {
-        std::thread::spawn(move || {
-            let mut bytes = Vec::new();
-            let _ = r.read_to_end(&mut bytes);
-            bytes
-        })
-    };
-    let out = drain(Box::new(child.stdout.take().unwrap()));
-    let err = drain(Box::new(child.stderr.take().unwrap()));
+    let out = drain(child.stdout.take().unwrap());
+    let err = drain(child.stderr.take().unwrap());
     let start = Instant::now();
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -251,6 +244,15 @@ pub fn run(args: &[&str], stdin: Option<&str>) -> Output {
         stdout: out.join().unwrap(),
         stderr: err.join().unwrap(),
     }
+}
+
+/// Reads `r` to its end on a thread of its own (a child's pipe, so it never fills).
+fn drain(mut r: impl std::io::Read + Send + 'static) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = r.read_to_end(&mut bytes);
+        bytes
+    })
 }
 
 /// Parsed `cluster status`: (address, master, lite, owned) per member.
