@@ -110,7 +110,7 @@ fn operations_run_on_the_owner_and_strangers_get_wrong_target() {
     let mut s = TcpStream::connect(("127.0.0.1", pb)).unwrap();
     let mut out = rkyv::util::AlignedVec::<16>::new();
     let hello = Control::Hello {
-        cluster: "dev".into(),
+        cluster: config(pa, &[]).cluster_name,
         secret: String::new(),
         role: Role::Client,
         id: 7,
@@ -167,7 +167,8 @@ fn an_unreachable_owner_ends_in_a_timeout_naming_partition_and_target() {
     ))
     .unwrap();
     let members = [format!("127.0.0.1:{pa}")];
-    let client_config = config(support::free_base(), &[]);
+    // Seeded with the member only for its cluster name (a client joins no cluster).
+    let client_config = config(support::free_base(), &members);
     let client = block(start_client(
         Member::builder(client_config).service::<Where>(),
         &members,

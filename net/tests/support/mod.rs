@@ -19,9 +19,17 @@ pub fn free_base() -> u16 {
     }
 }
 
-/// A 2-shard member on `port` joining through `seeds`, with fast heartbeats and join.
+/// A 2-shard member on `port` joining through `seeds`, with fast heartbeats and join. Its
+/// cluster name is its first seed's (else its own) address and this process: tests run side by
+/// side and a stopped member's port goes to another test's member, which a master probing its
+/// old members' addresses for a split brain would otherwise merge with under the default name.
 pub fn config(port: u16, seeds: &[String]) -> Config {
+    let first = seeds
+        .first()
+        .cloned()
+        .unwrap_or_else(|| format!("127.0.0.1:{port}"));
     let mut c = Config {
+        cluster_name: format!("net-test-{}-{first}", std::process::id()),
         shards: Some(2),
         io_memory_kib: 256,
         ..Config::default()
