@@ -10,12 +10,13 @@
 //!
 //! Leaves to others: what runs on the shard ([`crate::shard`]), objects ([`crate::object`]).
 
+use rkyv::Archived;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::partition::{PartitionCount, PartitionId, ShardCount, ShardId};
-use crate::payload::{decode, encode, encode_as, ArchivesAs, Bytes, Payload};
+use crate::payload::{access, decode, encode, encode_as, ArchivesAs, Bytes, Payload};
 use crate::reply::{Answer, Reply};
 use crate::shard::{self, MemberToken, PartitionReplies, ShardLink, ShardMsg};
 use crate::spi::{MemberInfo, OpError, OpId, Operation, Service, ServiceId};
@@ -174,6 +175,32 @@ impl Invoker {
         })?;
         let bytes = self.invoke_raw(partition, service, op_id, payload).await?;
         decode_response::<O::Response>(partition, &bytes)
+    }
+
+    /// [`Invoker::invoke_as`], with the response read in place: `read` gets it archived
+    /// (validated), not deserialized, so a value in it is not copied out before the caller uses
+    /// it (the Redis front door writes a GET's value from there into its reply).
+    ///
+    /// Errors: as [`Invoker::invoke`].
+    pub async fn invoke_with<O: Operation, V: ArchivesAs<O>, R>(
+        &self,
+        partition: PartitionId,
+        op: &V,
+        read: impl FnOnce(&Archived<O::Response>) -> R,
+    ) -> Result<R, InvocationError> {
+        let (service, op_id) = (<O::Service as Service>::ID, O::ID);
+        let payload = encode_as::<O, V>(op).map_err(|e| InvocationError::Encode {
+            service,
+            op: op_id,
+            reason: e.to_string(),
+        })?;
+        let bytes = self.invoke_raw(partition, service, op_id, payload).await?;
+        let response =
+            access::<O::Response>(&bytes).map_err(|e| InvocationError::MalformedResponse {
+                partition,
+                reason: e.to_string(),
+            })?;
+        Ok(read(response))
     }
 
     /// Runs `op` on every partition and returns each partition's response, in partition order.

@@ -6,7 +6,7 @@
 //! `create_object` there. Destruction runs on every partition, because an object's state (a
 //! map's entries, say) may sit in all of them.
 
-use rkyv::{Archive, Deserialize, Serialize};
+use rkyv::{Archive, Archived, Deserialize, Serialize};
 
 use crate::config::BackupPolicy;
 use crate::invocation::{decode_response, encode_request, InvocationError, Invoker};
@@ -273,6 +273,21 @@ impl ObjectHandle {
     ) -> Result<O::Response, InvocationError> {
         self.invoker
             .invoke_as::<O, V>(self.invoker.partition_of(key), op)
+            .await
+    }
+
+    /// [`ObjectHandle::invoke_key_as`], with the response read in place by `read` (see
+    /// [`Invoker::invoke_with`]).
+    ///
+    /// Errors: as [`Invoker::invoke`].
+    pub async fn invoke_key_with<O: Operation, V: ArchivesAs<O>, R>(
+        &self,
+        key: &[u8],
+        op: &V,
+        read: impl FnOnce(&Archived<O::Response>) -> R,
+    ) -> Result<R, InvocationError> {
+        self.invoker
+            .invoke_with::<O, V, R>(self.invoker.partition_of(key), op, read)
             .await
     }
 

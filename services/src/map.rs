@@ -625,6 +625,39 @@ pub struct Get {
     pub key: Vec<u8>,
 }
 
+/// A [`Get`] that borrows its map name and key, archived as one without copying them into a
+/// `Get` first (two allocations less a read).
+pub struct GetRef<'a> {
+    /// The map.
+    pub name: &'a str,
+    /// The key.
+    pub key: &'a [u8],
+}
+
+impl Archive for GetRef<'_> {
+    type Archived = ArchivedGet;
+    type Resolver = (rkyv::string::StringResolver, rkyv::vec::VecResolver);
+
+    fn resolve(&self, (name, key): Self::Resolver, out: rkyv::Place<ArchivedGet>) {
+        rkyv::munge::munge!(let ArchivedGet { name: name_out, key: key_out } = out);
+        rkyv::string::ArchivedString::resolve_from_str(self.name, name, name_out);
+        rkyv::vec::ArchivedVec::resolve_from_slice(self.key, key, key_out);
+    }
+}
+
+impl<S> Serialize<S> for GetRef<'_>
+where
+    S: rkyv::rancor::Fallible + rkyv::ser::Allocator + rkyv::ser::Writer + ?Sized,
+    S::Error: rkyv::rancor::Source,
+{
+    fn serialize(&self, s: &mut S) -> Result<Self::Resolver, S::Error> {
+        Ok((
+            rkyv::string::ArchivedString::serialize_from_str(self.name, s)?,
+            rkyv::vec::ArchivedVec::serialize_from_slice(self.key, s)?,
+        ))
+    }
+}
+
 impl Operation for Get {
     type Service = MapService;
     type Response = Option<Vec<u8>>;
@@ -1189,11 +1222,25 @@ impl Map {
     ///
     /// Errors: the invocation's.
     pub async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, InvocationError> {
-        let op = Get {
-            name: self.0.name().to_owned(),
-            key: key.to_vec(),
+        self.get_with(key, |v| v.map(<[u8]>::to_vec)).await
+    }
+
+    /// `key`'s live value, read in place by `read` (`None`: no live value): no copy of it is
+    /// made on the way.
+    ///
+    /// Errors: the invocation's.
+    pub async fn get_with<R>(
+        &self,
+        key: &[u8],
+        read: impl FnOnce(Option<&[u8]>) -> R,
+    ) -> Result<R, InvocationError> {
+        let op = GetRef {
+            name: self.0.name(),
+            key,
         };
-        self.0.invoke_key(key, &op).await
+        self.0
+            .invoke_key_with::<Get, _, _>(key, &op, |v| read(v.as_ref().map(|v| v.as_slice())))
+            .await
     }
 
     async fn remove_op(&self, key: &[u8], return_old: bool) -> Result<Written, InvocationError> {

@@ -898,3 +898,21 @@ fn a_large_map_merges_in_several_operations_under_the_size_bound() {
     assert_eq!(records(&target, "m").len(), 3000);
     assert_eq!(records(&backup, "m"), records(&target, "m"));
 }
+
+#[test]
+fn a_get_that_borrows_archives_as_the_get_it_stands_for() {
+    for (name, key) in [
+        ("m", &b""[..]),
+        ("a map with a longer name than fits inline", b"key-17"),
+    ] {
+        let owned = Get {
+            name: name.into(),
+            key: key.to_vec(),
+        };
+        let a = corecast_engine::payload::encode(&owned).unwrap();
+        let b = corecast_engine::payload::encode_as::<Get, _>(&GetRef { name, key }).unwrap();
+        assert_eq!(a.as_slice(), b.as_slice(), "{name}");
+        let read = corecast_engine::payload::access::<Get>(&b).unwrap();
+        assert_eq!((read.name.as_str(), read.key.as_slice()), (name, key));
+    }
+}

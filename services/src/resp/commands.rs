@@ -290,7 +290,18 @@ pub async fn run(
     let arg = |i: usize| cmd.arg(buf, i);
     let map = &door.map;
     match name {
-        "get" => return value_or_null(out, session, map.get(arg(1)).await),
+        "get" => {
+            let version = session.version;
+            let written = map
+                .get_with(arg(1), |v| match v {
+                    Some(v) => proto::bulk(out, v),
+                    None => proto::null(out, version),
+                })
+                .await;
+            if let Err(e) = written {
+                return failed(out, &e);
+            }
+        }
         "set" => return set(map, session, cmd, buf, out).await,
         "getdel" => return value_or_null(out, session, map.remove(arg(1)).await),
         "del" | "exists" => {
