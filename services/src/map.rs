@@ -43,7 +43,7 @@ use corecast_engine::payload::{decode, encode, Payload};
 use corecast_engine::prelude::*;
 use corecast_engine::PartitionCount;
 
-use store::{pack_with, Eviction, Meta, Packed, Store};
+use store::{pack_with, Eviction, Meta, Packed, Spot, Store};
 
 /// The map service.
 pub struct MapService {
@@ -409,8 +409,8 @@ pub struct Written {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Hits {
     /// Those of the live entry it replaces (0 for a new key): a caller's write keeps what reads
-    /// counted.
-    Kept,
+    /// counted. With the spot the caller found the key at, if it looked it up before.
+    Kept(Option<Spot>),
     /// Those it carries: a merging entry's.
     Carried,
 }
@@ -425,13 +425,34 @@ fn write(
     want_old: bool,
     now: u64,
 ) -> Result<Written, OpError> {
+    write_at(ctx, name, None, (key, value), ttl_ms, want_old, now)
+}
+
+/// [`write`] of a key the caller found at `spot` in the map's store (a read-modify-write).
+fn write_at(
+    ctx: &mut OpContext<'_, MapService>,
+    name: &str,
+    spot: Option<Spot>,
+    (key, value): (&[u8], &[u8]),
+    ttl_ms: i64,
+    want_old: bool,
+    now: u64,
+) -> Result<Written, OpError> {
     let settings = ctx.service.settings.of(name);
     let meta = Meta {
         expires_at: expiry_of(ttl_ms, &settings, now),
         updated_millis: now,
         hits: 0,
     };
-    put_entry(ctx, name, (key, value), meta, Hits::Kept, want_old, now)
+    put_entry(
+        ctx,
+        name,
+        (key, value),
+        meta,
+        Hits::Kept(spot),
+        want_old,
+        now,
+    )
 }
 
 /// Stores `key` → `value` with `meta` as the owner at `now`: the map's bound (expired entries
@@ -487,7 +508,8 @@ fn put_entry(
         }
     };
     let (was_live, hits) = match hits {
-        Hits::Kept => s.write((key, value), meta, policy, now, replaced),
+        Hits::Kept(None) => s.write((key, value), meta, policy, now, replaced),
+        Hits::Kept(Some(spot)) => s.write_at(spot, (key, value), meta, policy, now, replaced),
         Hits::Carried => {
             let before = s.insert(pack_with(key, value, meta), policy, now);
             let live = before.filter(|o| store::live(o, now));

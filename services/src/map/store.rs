@@ -183,6 +183,16 @@ pub struct Store {
     hasher: ahash::RandomState,
 }
 
+/// Where a key's entry sits in a [`Store`], found once for a read-modify-write: the key's hash
+/// and the entry's index (`None`: absent). A write given a spot checks that the entry there
+/// still has the key before it trusts it (an eviction in between moves entries), else looks
+/// the key up again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Spot {
+    hash: u64,
+    index: Option<u32>,
+}
+
 impl Default for Store {
     fn default() -> Self {
         Self {
@@ -204,6 +214,33 @@ impl Store {
         self.index
             .find(hash, |&i| key(&entries[i as usize]) == k)
             .map(|&i| i as usize)
+    }
+
+    /// Where `key`'s entry is, expired or not.
+    pub fn locate(&self, k: &[u8]) -> Spot {
+        let hash = self.hash(k);
+        let entries = &self.entries;
+        let index = self
+            .index
+            .find(hash, |&i| key(&entries[i as usize]) == k)
+            .copied();
+        Spot { hash, index }
+    }
+
+    /// The entry at `spot` (found by [`Store::locate`] with nothing stored or removed since),
+    /// expired or not.
+    pub fn at(&self, spot: Spot) -> Option<&Packed> {
+        spot.index.and_then(|i| self.entries.get(i as usize))
+    }
+
+    /// `spot`'s index if the entry there still has key `k`, else a fresh look-up by its hash.
+    fn index_at(&self, spot: Spot, k: &[u8]) -> Option<usize> {
+        match spot.index {
+            Some(i) if self.entries.get(i as usize).is_some_and(|e| key(e) == k) => {
+                Some(i as usize)
+            }
+            _ => self.find(spot.hash, k),
+        }
     }
 
     /// Entries, expired ones included until they are swept.
@@ -278,10 +315,25 @@ impl Store {
         now: u64,
         replaced: impl FnOnce(&[u8]),
     ) -> (bool, u32) {
-        let hash = self.hash(key);
+        let spot = self.locate(key);
+        self.write_at(spot, (key, value), meta, policy, now, replaced)
+    }
+
+    /// [`Store::write`] of a key [`Store::locate`] found at `spot` (checked, see [`Spot`]): the
+    /// write of a read-modify-write without a second look-up.
+    pub fn write_at(
+        &mut self,
+        spot: Spot,
+        (key, value): (&[u8], &[u8]),
+        meta: Meta,
+        policy: Eviction,
+        now: u64,
+        replaced: impl FnOnce(&[u8]),
+    ) -> (bool, u32) {
+        let hash = spot.hash;
         self.queue(meta.expires_at.min(MAX_MILLIS), hash);
         let stamp = stamp_of(policy, now);
-        let Some(i) = self.find(hash, key) else {
+        let Some(i) = self.index_at(spot, key) else {
             self.push(hash, packed(key, value, meta, stamp));
             return (false, meta.hits);
         };
@@ -601,6 +653,47 @@ mod tests {
             panic!("an expired entry is not shown as replaced")
         });
         assert_eq!((was_live, kept), (false, 0));
+    }
+
+    #[test]
+    fn a_write_at_a_spot_that_went_stale_looks_the_key_up_again() {
+        let mut s = Store::default();
+        for k in [b"a", b"b", b"c"] {
+            s.insert(pack(k, b"1", 0), Eviction::Lru, 0);
+        }
+        let spot = s.locate(b"c");
+        assert_eq!(s.at(spot).map(|e| key(e)), Some(&b"c"[..]));
+        // `c` moves into `b`'s index and `d` takes the one `spot` names.
+        s.remove(b"b");
+        s.insert(pack(b"d", b"1", 0), Eviction::Lru, 0);
+        let (was_live, _) = s.write_at(
+            spot,
+            (b"c", b"2"),
+            Meta::default(),
+            Eviction::Lru,
+            0,
+            |_| {},
+        );
+        assert!(was_live);
+        let value_of = |k: &[u8]| s.get(k, 0).map(|e| value(e).to_vec());
+        assert_eq!(value_of(b"c"), Some(b"2".to_vec()));
+        assert_eq!(value_of(b"d"), Some(b"1".to_vec()));
+        assert_eq!(s.len(), 3);
+        // A spot of an absent key stays good for its insert.
+        let spot = s.locate(b"e");
+        assert_eq!(s.at(spot), None);
+        s.write_at(
+            spot,
+            (b"e", b"3"),
+            Meta::default(),
+            Eviction::Lru,
+            0,
+            |_| {},
+        );
+        assert_eq!(
+            s.get(b"e", 0).map(|e| value(e).to_vec()),
+            Some(b"3".to_vec())
+        );
     }
 
     #[test]

@@ -13,7 +13,7 @@ use rkyv::string::{ArchivedString, StringResolver};
 use rkyv::vec::{ArchivedVec, VecResolver};
 use rkyv::{munge::munge, Place};
 
-use super::{store, write, write_steps, Apply, MapService};
+use super::{store, write_at, write_steps, Apply, MapService};
 use crate::decimal::Decimal;
 
 /// What to do to the value.
@@ -195,10 +195,14 @@ impl Operation for Update {
     }
     fn run(op: &Archived<Self>, ctx: &mut OpContext<MapService>) -> Result<UpdateResult, OpError> {
         let now = now_millis();
-        let old = ctx
-            .container
-            .get(op.name.as_str())
-            .and_then(|s| s.get(&op.key, now));
+        // One look-up for the read and the write.
+        let (spot, old) = match ctx.container.get(op.name.as_str()) {
+            Some(s) => {
+                let spot = s.locate(&op.key);
+                (Some(spot), s.at(spot).filter(|e| store::live(e, now)))
+            }
+            None => (None, None),
+        };
         let old_expiry = old.map(|e| store::expires(e));
         let (outcome, value) = apply(&op.change, old.map(|e| store::value(e)));
         // A set gives the entry its own TTL; otherwise the entry keeps its expiry, and a new one
@@ -225,7 +229,7 @@ impl Operation for Update {
         };
         let value = computed.as_deref().unwrap_or(value);
         // The backup takes a set's value from the operation and a sum from the outcome.
-        let written = write(ctx, &op.name, (&op.key, value), ttl_ms, false, now)?;
+        let written = write_at(ctx, &op.name, spot, (&op.key, value), ttl_ms, false, now)?;
         Ok(UpdateResult {
             outcome,
             written: Some((computed, written)),
