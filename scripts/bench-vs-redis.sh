@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # corecast against redis-server on this machine, one after the other, with the same load:
-# clients, pipeline depth, value size, key space and operation (SET/GET = map-put/map-get).
+# clients, pipeline depth, value size, key space and operation (SET/GET/INCR =
+# map-put/map-get/map-incr).
 # Prints one table: ops/s, p50 and p99, the server's CPU use and its throughput per CPU-second
 # for each, and corecast ÷ redis.
 #
@@ -118,7 +119,7 @@ for case in $cases; do
     callers=$(( (inflight + conns - 1) / conns ))
     echo "== corecast-bench --connections $conns --callers $callers (in flight $inflight)" >&2
     RUST_LOG=error target/release/corecast-bench --members "127.0.0.1:$base" \
-        --workloads map-put,map-get --connections "$conns" --threads 1 \
+        --workloads map-put,map-get,map-incr --connections "$conns" --threads 1 \
         --callers "$callers" --value-size "$value_size" --keys "$keys" \
         --duration "$seconds" --warmup 1 --no-baseline --output "$out/corecast" \
         --server-pid "${pids[-1]}" --set io-memory-kib=256 > "$out/corecast.txt"
@@ -128,7 +129,7 @@ import json, sys
 path, case, conns, callers = sys.argv[1:5]
 s = json.load(open(path))
 for r in s["results"]:
-    op = {"map-put": "SET", "map-get": "GET"}.get(r["workload"])
+    op = {"map-put": "SET", "map-get": "GET", "map-incr": "INCR"}.get(r["workload"])
     if op and r["target"] == "corecast":
         p = dict(r["percentiles"])
         print("\t".join([op, case, "corecast", f"{conns} conn x {callers}",

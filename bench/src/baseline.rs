@@ -3,6 +3,7 @@
 //! archives cost.
 
 use std::hint::black_box;
+use std::io::Write as _;
 use std::time::Instant;
 
 use ahash::AHashMap;
@@ -25,6 +26,30 @@ pub fn run(workload: Workload, spec: &WorkloadSpec) -> Measured {
     }
     let keys = keys(spec.keys);
     let picker = Picker::new(keys.len(), spec.key_dist);
+    if workload == Workload::MapIncr {
+        // As the map does it: the decimal value read, added to and written back.
+        let mut map: AHashMap<Vec<u8>, Vec<u8>> = AHashMap::new();
+        return drive(spec, |rng| {
+            let key = &keys[picker.pick(rng)];
+            let sum = match map.get_mut(key.as_slice()) {
+                Some(v) => {
+                    let n = std::str::from_utf8(v)
+                        .ok()
+                        .and_then(|t| t.parse::<i64>().ok())
+                        .unwrap_or(0)
+                        + 1;
+                    v.clear();
+                    let _ = write!(v, "{n}");
+                    n
+                }
+                None => {
+                    map.insert(key.clone(), b"1".to_vec());
+                    1
+                }
+            };
+            black_box(sum);
+        });
+    }
     let value = vec![7u8; spec.value_size];
     let mut map: AHashMap<Vec<u8>, Vec<u8>> =
         keys.iter().map(|k| (k.clone(), value.clone())).collect();

@@ -16,6 +16,7 @@ use corecast_services::atomic::AtomicLong;
 use corecast_services::builtin::with_builtin_services;
 use corecast_services::counter::Counter;
 use corecast_services::kv::KvStore;
+use corecast_services::map::update::Updated;
 use corecast_services::map::Map;
 
 use crate::load::{caller, Pace, Window};
@@ -56,6 +57,8 @@ struct Objects {
     atomics: Vec<AtomicLong>,
     store: KvStore,
     map: Map,
+    /// map-incr's map: its values stay decimal integers whatever the other workloads write.
+    sums: Map,
 }
 
 impl Objects {
@@ -72,6 +75,7 @@ impl Objects {
                 .collect::<Result<_, _>>()?,
             store: m.object::<KvStore>("bench")?,
             map: m.object::<Map>("bench")?,
+            sums: m.object::<Map>("bench-incr")?,
         })
     }
 }
@@ -254,6 +258,7 @@ impl Bench {
             atomics: pick(&objects.atomics, &mine),
             store: objects.store.clone(),
             map: objects.map.clone(),
+            sums: objects.sums.clone(),
         };
         let keys: Vec<Vec<u8>> = self.keys.iter().filter(|k| here(k)).cloned().collect();
         anyhow::ensure!(
@@ -401,6 +406,9 @@ impl ShardLoad {
             Workload::KvGet => matches!(o.store.get(key).await, Ok(Some(_))),
             Workload::MapGet => matches!(o.map.get(key).await, Ok(Some(_))),
             Workload::MapMixed if read => matches!(o.map.get(key).await, Ok(Some(_))),
+            Workload::MapIncr => {
+                matches!(o.sums.add_integer(key, 1).await, Ok(Updated::Integer(_)))
+            }
             _ => o.map.set(key, &self.value).await.is_ok(),
         }
     }

@@ -22,6 +22,9 @@ pub enum Workload {
     MapMixed,
     /// `AtomicLong::add_and_get(1)` on a chosen AtomicLong.
     AtomicAdd,
+    /// `Map::add_integer(key, 1)` on a chosen key of a map of its own (Redis' INCR; a missing
+    /// key counts as 0).
+    MapIncr,
 }
 
 impl Workload {
@@ -49,6 +52,7 @@ impl fmt::Display for Workload {
             Workload::MapGet => "map-get",
             Workload::MapMixed => "map-mixed",
             Workload::AtomicAdd => "atomic-add",
+            Workload::MapIncr => "map-incr",
         })
     }
 }

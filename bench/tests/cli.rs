@@ -92,7 +92,7 @@ fn a_run_writes_a_summary_and_hgrm_files_that_hold_its_settings() {
     let d = dir.to_string_lossy().to_string();
     let (ok, table, err) = run(&[
         "--workloads",
-        "map-mixed,atomic-add",
+        "map-mixed,atomic-add,map-incr",
         "--duration",
         "0.3",
         "--warmup",
@@ -128,7 +128,14 @@ fn a_run_writes_a_summary_and_hgrm_files_that_hold_its_settings() {
     assert!(summary["machine"]["cores"].as_u64().unwrap() >= 1);
     assert!(!summary["machine"]["kernel"].as_str().unwrap().is_empty());
     let results = summary["results"].as_array().unwrap();
-    assert_eq!(results.len(), 4, "corecast and the bare map, per workload");
+    assert_eq!(results.len(), 6, "corecast and the bare map, per workload");
+    // INCRs on a map of their own: the other workloads' values are no integers.
+    let incr = results
+        .iter()
+        .find(|r| r["workload"] == "map-incr" && r["target"] == "corecast")
+        .unwrap();
+    assert_eq!(incr["errors"], 0, "{incr}");
+    assert!(incr["count"].as_u64().unwrap() >= 400, "{incr}");
     let corecast = &results[0];
     assert_eq!(corecast["target"], "corecast");
     // An open loop at 2000/s for 0.3 s measures about 600 operations.
