@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use ahash::AHashMap;
 use corecast_engine::config::MigrationConfig;
+use corecast_engine::events::{BatchClock, BATCH_CLOCK_OPS};
 use corecast_engine::extension::{self, Acks, Extension, RemoteAnswer, Router, ShardContext};
 use corecast_engine::invocation::Invoker;
 use corecast_engine::migration::MigrationProgress;
@@ -1893,8 +1894,9 @@ async fn serve_requests(
     let watch = crate::readiness::watch(std::os::fd::AsRawFd::as_raw_fd(&stream));
     loop {
         // Every whole frame in the buffer, then one read: responses to a pipelined batch go out
-        // in one write.
+        // in one write. The batch's operations share one reading of the clock.
         let mut batch = 0;
+        let clock = BatchClock::read();
         loop {
             // A peer that sends faster than it reads its answers: stop taking its frames until
             // it has read them, so they wait in its socket, not in this member's memory.
@@ -1905,12 +1907,16 @@ async fn serve_requests(
                 if writer.is_closed() {
                     return Ok(());
                 }
+                clock.refresh();
             }
             let next = rb
                 .next_frame()
                 .map_err(|source| ConnError::Frame { addr: peer, source })?;
             let Some((h, payload)) = next else { break };
             batch += 1;
+            if batch % BATCH_CLOCK_OPS == 0 {
+                clock.refresh();
+            }
             match h.kind {
                 FrameKind::Request if ShardNet::is_many_request(&h) => {
                     if let Err(reason) = sn.serve_many(&h, payload, writer, &pending) {
@@ -1928,7 +1934,7 @@ async fn serve_requests(
                         sn.refuse_overloaded(&h, &pending, &mut out);
                         (Status::Error, None, None)
                     } else {
-                        sn.run_request(&h, payload, &mut out)
+                        clock.apply(|| sn.run_request(&h, payload, &mut out))
                     };
                     let reply = sn.response_header(&h, status);
                     match acks {

@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
+use corecast_engine::events::{BatchClock, BATCH_CLOCK_OPS};
 use corecast_engine::partition::ShardId;
 use corecast_engine::spi::DistributedObject;
 use corecast_engine::{Config, Invoker, ObjectHandle};
@@ -157,24 +158,33 @@ async fn serve(door: Rc<Door>, mut stream: TcpStream) {
     let mut cmd = Command::new();
     let watch = corecast_net::readiness::watch(std::os::fd::AsRawFd::as_raw_fd(&stream));
     loop {
-        // Every whole command buffered, in order.
+        // Every whole command buffered, in order, at one reading of the clock.
         let mut batch = 0;
+        let clock = BatchClock::read();
         loop {
             match proto::parse(&buf[start..end], &door.limits, &mut cmd) {
                 Ok(Some(n)) => {
                     batch += 1;
+                    if batch % BATCH_CLOCK_OPS == 0 {
+                        clock.refresh();
+                    }
                     let flow = if cmd.is_empty() {
                         Flow::Continue
                     } else {
-                        commands::run(door, &mut session, &cmd, &buf[start..end], &mut out).await
+                        let command =
+                            commands::run(door, &mut session, &cmd, &buf[start..end], &mut out);
+                        clock.run(command).await
                     };
                     start += n;
                     if flow == Flow::Close {
                         let _ = send(&mut stream, &mut out).await;
                         return;
                     }
-                    if out.len() >= FLUSH_AT && send(&mut stream, &mut out).await.is_err() {
-                        return;
+                    if out.len() >= FLUSH_AT {
+                        if send(&mut stream, &mut out).await.is_err() {
+                            return;
+                        }
+                        clock.refresh();
                     }
                 }
                 Ok(None) => break,
