@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::partition::{PartitionCount, PartitionId, ShardCount, ShardId};
-use crate::payload::{access, decode, encode, encode_as, ArchivesAs, Bytes, Payload};
+use crate::payload::{access, decode, encode_as, ArchivesAs, Bytes, Payload};
 use crate::reply::{Answer, Reply};
 use crate::shard::{self, MemberToken, PartitionReplies, ShardLink, ShardMsg};
 use crate::spi::{MemberInfo, OpError, OpId, Operation, Service, ServiceId};
@@ -167,13 +167,7 @@ impl Invoker {
         partition: PartitionId,
         op: &V,
     ) -> Result<O::Response, InvocationError> {
-        let (service, op_id) = (<O::Service as Service>::ID, O::ID);
-        let payload = encode_as::<O, V>(op).map_err(|e| InvocationError::Encode {
-            service,
-            op: op_id,
-            reason: e.to_string(),
-        })?;
-        let bytes = self.invoke_raw(partition, service, op_id, payload).await?;
+        let bytes = self.invoke_archived::<O, V>(partition, op).await?;
         decode_response::<O::Response>(partition, &bytes)
     }
 
@@ -188,19 +182,24 @@ impl Invoker {
         op: &V,
         read: impl FnOnce(&Archived<O::Response>) -> R,
     ) -> Result<R, InvocationError> {
-        let (service, op_id) = (<O::Service as Service>::ID, O::ID);
-        let payload = encode_as::<O, V>(op).map_err(|e| InvocationError::Encode {
-            service,
-            op: op_id,
-            reason: e.to_string(),
-        })?;
-        let bytes = self.invoke_raw(partition, service, op_id, payload).await?;
+        let bytes = self.invoke_archived::<O, V>(partition, op).await?;
         let response =
             access::<O::Response>(&bytes).map_err(|e| InvocationError::MalformedResponse {
                 partition,
                 reason: e.to_string(),
             })?;
         Ok(read(response))
+    }
+
+    /// Archives `op` as an `O`, runs it on `partition` and returns the archived response.
+    async fn invoke_archived<O: Operation, V: ArchivesAs<O>>(
+        &self,
+        partition: PartitionId,
+        op: &V,
+    ) -> Result<Bytes, InvocationError> {
+        let (service, op_id) = (<O::Service as Service>::ID, O::ID);
+        let payload = encode_request_as::<O, V>(service, op_id, op)?;
+        self.invoke_raw(partition, service, op_id, payload).await
     }
 
     /// Runs `op` on every partition and returns each partition's response, in partition order.
@@ -523,7 +522,16 @@ pub(crate) fn encode_request<T: Payload>(
     op: OpId,
     value: &T,
 ) -> Result<Bytes, InvocationError> {
-    encode(value).map_err(|e| InvocationError::Encode {
+    encode_request_as::<T, T>(service, op, value)
+}
+
+/// [`encode_request`] of a value that archives as a `T` (see [`ArchivesAs`]).
+fn encode_request_as<T: Payload, V: ArchivesAs<T>>(
+    service: ServiceId,
+    op: OpId,
+    value: &V,
+) -> Result<Bytes, InvocationError> {
+    encode_as::<T, V>(value).map_err(|e| InvocationError::Encode {
         service,
         op,
         reason: e.to_string(),

@@ -416,20 +416,8 @@ enum Hits {
 }
 
 /// Stores `key` → `value` as the owner, written by a caller at `now`: eviction, events, the
-/// answer.
+/// answer. `spot`: where the caller found the key in the map's store (a read-modify-write).
 fn write(
-    ctx: &mut OpContext<'_, MapService>,
-    name: &str,
-    (key, value): (&[u8], &[u8]),
-    ttl_ms: i64,
-    want_old: bool,
-    now: u64,
-) -> Result<Written, OpError> {
-    write_at(ctx, name, None, (key, value), ttl_ms, want_old, now)
-}
-
-/// [`write`] of a key the caller found at `spot` in the map's store (a read-modify-write).
-fn write_at(
     ctx: &mut OpContext<'_, MapService>,
     name: &str,
     spot: Option<Spot>,
@@ -508,8 +496,7 @@ fn put_entry(
         }
     };
     let (was_live, hits) = match hits {
-        Hits::Kept(None) => s.write((key, value), meta, policy, now, replaced),
-        Hits::Kept(Some(spot)) => s.write_at(spot, (key, value), meta, policy, now, replaced),
+        Hits::Kept(spot) => s.write(spot, (key, value), meta, policy, now, replaced),
         Hits::Carried => {
             let before = s.insert(pack_with(key, value, meta), policy, now);
             let live = before.filter(|o| store::live(o, now));
@@ -627,6 +614,7 @@ impl Operation for Put {
         write(
             ctx,
             &op.name,
+            None,
             (&op.key, &op.value),
             op.ttl_ms.to_native(),
             op.return_old,
@@ -792,6 +780,7 @@ impl Operation for PutIfAbsent {
         write(
             ctx,
             &op.name,
+            None,
             (&op.key, &op.value),
             op.ttl_ms.to_native(),
             false,
@@ -850,7 +839,7 @@ impl Operation for Replace {
         } else {
             expires_at.saturating_sub(now).max(1) as i64
         };
-        write(ctx, &op.name, (&op.key, &op.value), ttl, true, now)
+        write(ctx, &op.name, None, (&op.key, &op.value), ttl, true, now)
     }
     fn should_backup(_: &Archived<Self>, w: &Written) -> bool {
         w.changed
@@ -916,7 +905,7 @@ impl Operation for PutAll {
         let now = now_millis();
         op.entries
             .iter()
-            .map(|e| write(ctx, &op.name, (&e.0, &e.1), -1, false, now))
+            .map(|e| write(ctx, &op.name, None, (&e.0, &e.1), -1, false, now))
             .collect()
     }
     fn backup_operation(op: &Archived<Self>, ws: &Vec<Written>) -> Option<Backup> {

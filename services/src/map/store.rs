@@ -219,11 +219,7 @@ impl Store {
     /// Where `key`'s entry is, expired or not.
     pub fn locate(&self, k: &[u8]) -> Spot {
         let hash = self.hash(k);
-        let entries = &self.entries;
-        let index = self
-            .index
-            .find(hash, |&i| key(&entries[i as usize]) == k)
-            .copied();
+        let index = self.find(hash, k).map(|i| i as u32);
         Spot { hash, index }
     }
 
@@ -306,30 +302,19 @@ impl Store {
     /// that it replaces passes its hits on (a write does not reset what reads counted) and is
     /// shown to `replaced` before it goes. An entry of the same size is overwritten in place,
     /// without an allocation. Returns whether a live entry was replaced, and the hits the stored
-    /// entry has. `key` must be at most [`MAX_KEY`] bytes (the caller checks).
+    /// entry has. `key` must be at most [`MAX_KEY`] bytes (the caller checks). `spot`: where
+    /// [`Store::locate`] found the key (checked, see [`Spot`]), for the write of a
+    /// read-modify-write without a second look-up; `None` looks it up.
     pub fn write(
         &mut self,
+        spot: Option<Spot>,
         (key, value): (&[u8], &[u8]),
         meta: Meta,
         policy: Eviction,
         now: u64,
         replaced: impl FnOnce(&[u8]),
     ) -> (bool, u32) {
-        let spot = self.locate(key);
-        self.write_at(spot, (key, value), meta, policy, now, replaced)
-    }
-
-    /// [`Store::write`] of a key [`Store::locate`] found at `spot` (checked, see [`Spot`]): the
-    /// write of a read-modify-write without a second look-up.
-    pub fn write_at(
-        &mut self,
-        spot: Spot,
-        (key, value): (&[u8], &[u8]),
-        meta: Meta,
-        policy: Eviction,
-        now: u64,
-        replaced: impl FnOnce(&[u8]),
-    ) -> (bool, u32) {
+        let spot = spot.unwrap_or_else(|| self.locate(key));
         let hash = spot.hash;
         self.queue(meta.expires_at.min(MAX_MILLIS), hash);
         let stamp = stamp_of(policy, now);
@@ -627,7 +612,7 @@ mod tests {
             "get counts nothing"
         );
         let mut seen = None;
-        let (was_live, kept) = s.write((b"k", b"2"), with_hits(0), Eviction::Lru, 0, |o| {
+        let (was_live, kept) = s.write(None, (b"k", b"2"), with_hits(0), Eviction::Lru, 0, |o| {
             seen = Some(hits(o))
         });
         assert_eq!((seen, was_live, kept), (Some(2), true, 2));
@@ -649,7 +634,7 @@ mod tests {
             0,
         );
         assert!(s.read(b"x", 10, None).is_none());
-        let (was_live, kept) = s.write((b"x", b"2"), with_hits(0), Eviction::Lru, 10, |_| {
+        let (was_live, kept) = s.write(None, (b"x", b"2"), with_hits(0), Eviction::Lru, 10, |_| {
             panic!("an expired entry is not shown as replaced")
         });
         assert_eq!((was_live, kept), (false, 0));
@@ -666,8 +651,8 @@ mod tests {
         // `c` moves into `b`'s index and `d` takes the one `spot` names.
         s.remove(b"b");
         s.insert(pack(b"d", b"1", 0), Eviction::Lru, 0);
-        let (was_live, _) = s.write_at(
-            spot,
+        let (was_live, _) = s.write(
+            Some(spot),
             (b"c", b"2"),
             Meta::default(),
             Eviction::Lru,
@@ -682,8 +667,8 @@ mod tests {
         // A spot of an absent key stays good for its insert.
         let spot = s.locate(b"e");
         assert_eq!(s.at(spot), None);
-        s.write_at(
-            spot,
+        s.write(
+            Some(spot),
             (b"e", b"3"),
             Meta::default(),
             Eviction::Lru,
@@ -704,23 +689,43 @@ mod tests {
             updated_millis,
             hits: 0,
         };
-        s.write((b"k", b"abc"), meta(0, 1), Eviction::Lru, 5_000, |_| {});
+        s.write(
+            None,
+            (b"k", b"abc"),
+            meta(0, 1),
+            Eviction::Lru,
+            5_000,
+            |_| {},
+        );
         let before = s.get(b"k", 0).map(|e| e.as_ptr());
         let mut old = Vec::new();
-        s.write((b"k", b"xyz"), meta(90_000, 2), Eviction::Lru, 7_000, |o| {
-            old = value(o).to_vec()
-        });
+        s.write(
+            None,
+            (b"k", b"xyz"),
+            meta(90_000, 2),
+            Eviction::Lru,
+            7_000,
+            |o| old = value(o).to_vec(),
+        );
         let e = s
             .get(b"k", 0)
             .map(|e| (e.as_ptr(), value(e).to_vec(), meta_of(e)));
         assert_eq!(old, b"abc");
         assert_eq!(e, Some((before.unwrap(), b"xyz".to_vec(), (90_000, 2, 7))));
-        s.write((b"k", b"longer"), meta(0, 3), Eviction::Lru, 9_000, |_| {});
+        s.write(
+            None,
+            (b"k", b"longer"),
+            meta(0, 3),
+            Eviction::Lru,
+            9_000,
+            |_| {},
+        );
         let e = s.get(b"k", 0).map(|e| (value(e).to_vec(), meta_of(e)));
         assert_eq!(e, Some((b"longer".to_vec(), (0, 3, 9))));
         assert_eq!(s.len(), 1);
         // The deadline of the in-place write is queued: it expires.
         s.write(
+            None,
             (b"k", b"abcdef"),
             meta(20_000, 4),
             Eviction::Lru,

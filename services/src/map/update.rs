@@ -13,7 +13,7 @@ use rkyv::string::{ArchivedString, StringResolver};
 use rkyv::vec::{ArchivedVec, VecResolver};
 use rkyv::{munge::munge, Place};
 
-use super::{store, write_at, write_steps, Apply, MapService};
+use super::{store, write, write_steps, Apply, MapService};
 use crate::decimal::Decimal;
 
 /// What to do to the value.
@@ -229,7 +229,7 @@ impl Operation for Update {
         };
         let value = computed.as_deref().unwrap_or(value);
         // The backup takes a set's value from the operation and a sum from the outcome.
-        let written = write_at(ctx, &op.name, spot, (&op.key, value), ttl_ms, false, now)?;
+        let written = write(ctx, &op.name, spot, (&op.key, value), ttl_ms, false, now)?;
         Ok(UpdateResult {
             outcome,
             written: Some((computed, written)),
