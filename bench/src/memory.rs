@@ -3,7 +3,7 @@
 //! Two measurements of N entries (the member first, so memory the allocator keeps after the
 //! second does not hide the first's growth) with `--value-size`-byte values under `key-<i>` keys:
 //! - **accounted**: the map's own stores (one per partition, filled as the member would) sum
-//!   their heap bytes — index slots, the entry vector, the packed entries — minus the keys' and
+//!   their heap bytes — the table's slots and control bytes, the packed entries — minus the keys' and
 //!   values' bytes. Exact, without the allocator's rounding.
 //! - **resident**: an embedded member (1 shard, backup-count 0) is filled through `Map::put_all`;
 //!   the process's resident memory grows by this much per entry, minus key and value: what the
@@ -106,7 +106,7 @@ pub fn table(r: &MemoryReport) -> String {
         r.entries,
         r.payload,
         r.fill_secs,
-        "overhead, accounted (index, vector, headers)",
+        "overhead, accounted (table slots, headers)",
         r.accounted,
         "overhead, resident (process RSS growth)",
         r.resident

@@ -376,12 +376,19 @@ fn expiry_of(ttl_ms: i64, settings: &MapSettings, now: u64) -> u64 {
     }
 }
 
-fn check_key(key: &[u8]) -> Result<(), OpError> {
+fn check_entry(key: &[u8], value: &[u8]) -> Result<(), OpError> {
     if key.len() > store::MAX_KEY {
         return Err(OpError::failed(format!(
             "key of {} bytes is longer than {} bytes",
             key.len(),
             store::MAX_KEY
+        )));
+    }
+    if value.len() > store::MAX_VALUE {
+        return Err(OpError::failed(format!(
+            "value of {} bytes is longer than {} bytes",
+            value.len(),
+            store::MAX_VALUE
         )));
     }
     Ok(())
@@ -447,7 +454,8 @@ fn write(
 /// first, then the eviction policy's picks; a full map without eviction refuses a new key),
 /// the `Added` or `Updated` event, the record backups are built from.
 ///
-/// Errors: a key over [`store::MAX_KEY`], a full map with eviction `none`.
+/// Errors: a key over [`store::MAX_KEY`], a value over [`store::MAX_VALUE`], a full map with
+/// eviction `none`.
 fn put_entry(
     ctx: &mut OpContext<'_, MapService>,
     name: &str,
@@ -457,7 +465,7 @@ fn put_entry(
     want_old: bool,
     now: u64,
 ) -> Result<Written, OpError> {
-    check_key(key)?;
+    check_entry(key, value)?;
     let settings = ctx.service.settings.of(name);
     let cap = ctx.service.cap(&settings);
     let events = *ctx.events();
