@@ -12,9 +12,13 @@
 
 use rkyv::Archived;
 use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
 use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
+use crate::extension::{Acks, RemoteAnswer, Router};
 use crate::partition::{PartitionCount, PartitionId, ShardCount, ShardId};
 use crate::payload::{access, decode, encode_as, ArchivesAs, Bytes, Payload};
 use crate::reply::{Answer, Reply};
@@ -298,75 +302,23 @@ impl Invoker {
             .await
     }
 
-    pub(crate) async fn invoke_raw(
+    /// Runs an archived operation on `partition` and returns its archived response. The returned
+    /// future does everything that needs no waiting in its first poll, without building the
+    /// states of the paths that wait (see [`Invocation`]).
+    pub(crate) fn invoke_raw(
         &self,
         partition: PartitionId,
         service: ServiceId,
         op: OpId,
         payload: Bytes,
-    ) -> Result<Bytes, InvocationError> {
-        let count = self.inner.partitions.get();
-        if partition.0 >= count {
-            return Err(InvocationError::NoSuchPartition { partition, count });
+    ) -> Invocation<'_> {
+        Invocation {
+            invoker: self,
+            partition,
+            service,
+            op,
+            stage: Stage::Start(payload),
         }
-        let shard = self.inner.shards.shard_of(partition);
-        let token = self.token();
-        let router = shard::current_router(token, shard);
-        let result = match router {
-            // On the partition's shard, but another member owns it: read a backup here if the
-            // operation and its service allow it, else forward from here.
-            Some(router) if !router.is_local(partition) => {
-                let here = shard::with_local(token, shard, |core| {
-                    core.read_from_backup(router.as_ref(), partition, service, op, &payload)
-                })
-                .flatten();
-                match here {
-                    Some(out) => Ok(out),
-                    None => router.forward(partition, service, op, payload).await,
-                }
-            }
-            router => {
-                let local = shard::with_local(token, shard, |core| {
-                    let mut out = Bytes::new();
-                    core.execute(partition, service, op, &payload, &mut out, None)
-                        .map(|replication| (out, replication))
-                });
-                match local {
-                    Some(Ok((out, replication))) => {
-                        let acks = replication
-                            .and_then(|r| router.as_ref().and_then(|router| router.replicate(r)));
-                        match (acks, router) {
-                            (None, _) => Ok(out),
-                            (Some(acks), router) => match (acks.await, router) {
-                                (Ok(()), _) => Ok(out),
-                                // A backup deposed this member as owner (it holds a newer
-                                // table): the write counts for nothing here; the router
-                                // waits for that table and sends it to the new owner.
-                                (Err(_), Some(router)) => {
-                                    router.forward(partition, service, op, payload).await
-                                }
-                                (Err(e), None) => Err(e),
-                            },
-                        }
-                    }
-                    Some(Err(e)) => Err(e),
-                    None => {
-                        match shard::queue_call(token, shard, partition, service, op, payload) {
-                            Ok(answer) => answer.await.ok_or(InvocationError::MemberStopped)?,
-                            // Boxed: its channel send would otherwise make every
-                            // invocation's future (moved on each call) several times larger.
-                            Err(payload) => {
-                                Box::pin(
-                                    self.invoke_by_message(shard, partition, service, op, payload),
-                                )
-                                .await?
-                            }
-                        }
-                    }
-                }
-            }
-        };
-        result.map_err(|source| InvocationError::Operation { partition, source })
     }
 
     /// Runs an operation on shard `shard` from a thread that is not one of this member's
@@ -514,6 +466,181 @@ impl Invoker {
             .map(|(link, seen)| link.tick(seen))
             .filter(|&kicked| kicked)
             .count()
+    }
+}
+
+/// An invocation under way: [`Invoker::invoke_raw`]'s future.
+///
+/// Written out instead of an `async fn` because most invocations finish in their first poll (an
+/// operation on this shard's partition, with nothing to wait for): as an `async fn` with every
+/// path's awaits in one state machine, the future of a local counter increment was 624 bytes,
+/// built, moved and dropped around a call that never waits. Here the waiting paths are stages
+/// entered only when taken: a sync backup's acknowledgement, a forward to another member, the
+/// answer from another shard of this member, or a message from a thread that is no shard.
+pub(crate) struct Invocation<'a> {
+    invoker: &'a Invoker,
+    partition: PartitionId,
+    service: ServiceId,
+    op: OpId,
+    stage: Stage<'a>,
+}
+
+/// Where an [`Invocation`] is.
+enum Stage<'a> {
+    /// Not polled yet: the archived request.
+    Start(Bytes),
+    /// Ran here as the owner; the answer stands once its sync backups acknowledge the write.
+    Acks {
+        out: Bytes,
+        acks: Acks,
+        router: Rc<dyn Router>,
+        payload: Bytes,
+    },
+    /// Sent to the partition's owner on another member.
+    Remote(RemoteAnswer),
+    /// Queued for another shard of this member, in this shard's outbox.
+    Queued(shard::Awaiting),
+    /// Sent to the owning shard's inbox from a thread that is no shard.
+    Message(Pin<Box<dyn Future<Output = Result<Answer, InvocationError>> + 'a>>),
+    /// Answered.
+    Done,
+}
+
+/// What the first poll of an [`Invocation`] came to.
+enum Step<'a> {
+    /// The operation's answer, with nothing to wait for.
+    Answer(Answer),
+    /// No answer: the invocation failed before the operation ran.
+    Fail(InvocationError),
+    /// The answer comes from a stage that waits.
+    Wait(Stage<'a>),
+}
+
+impl<'a> Invocation<'a> {
+    /// Runs what needs no waiting: the operation itself when this shard holds the partition (or
+    /// a read of a backup here), else the send to where it runs.
+    fn start(&self, payload: Bytes) -> Step<'a> {
+        let (partition, service, op) = (self.partition, self.service, self.op);
+        let routes = &self.invoker.inner;
+        let count = routes.partitions.get();
+        if partition.0 >= count {
+            return Step::Fail(InvocationError::NoSuchPartition { partition, count });
+        }
+        let shard = routes.shards.shard_of(partition);
+        let token = self.invoker.token();
+        match shard::current_router(token, shard) {
+            // On the partition's shard, but another member owns it: read a backup here if the
+            // operation and its service allow it, else forward from here.
+            Some(router) if !router.is_local(partition) => {
+                let here = shard::with_local(token, shard, |core| {
+                    core.read_from_backup(router.as_ref(), partition, service, op, &payload)
+                })
+                .flatten();
+                match here {
+                    Some(out) => Step::Answer(Ok(out)),
+                    None => Step::Wait(Stage::Remote(
+                        router.forward(partition, service, op, payload),
+                    )),
+                }
+            }
+            router => {
+                let local = shard::with_local(token, shard, |core| {
+                    let mut out = Bytes::new();
+                    core.execute(partition, service, op, &payload, &mut out, None)
+                        .map(|replication| (out, replication))
+                });
+                match local {
+                    Some(Ok((out, Some(replication)))) => {
+                        let acks = router.as_ref().and_then(|r| r.replicate(replication));
+                        match (acks, router) {
+                            (Some(acks), Some(router)) => Step::Wait(Stage::Acks {
+                                out,
+                                acks,
+                                router,
+                                payload,
+                            }),
+                            _ => Step::Answer(Ok(out)),
+                        }
+                    }
+                    Some(Ok((out, None))) => Step::Answer(Ok(out)),
+                    Some(Err(e)) => Step::Answer(Err(e)),
+                    None => {
+                        match shard::queue_call(token, shard, partition, service, op, payload) {
+                            Ok(answer) => Step::Wait(Stage::Queued(answer)),
+                            Err(payload) => Step::Wait(Stage::Message(Box::pin(
+                                self.invoker
+                                    .invoke_by_message(shard, partition, service, op, payload),
+                            ))),
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Future for Invocation<'_> {
+    type Output = Result<Bytes, InvocationError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let answer = loop {
+            match &mut this.stage {
+                Stage::Start(_) => {
+                    let Stage::Start(payload) = std::mem::replace(&mut this.stage, Stage::Done)
+                    else {
+                        unreachable!("matched Start")
+                    };
+                    match this.start(payload) {
+                        Step::Answer(answer) => break answer,
+                        Step::Fail(e) => return Poll::Ready(Err(e)),
+                        Step::Wait(stage) => this.stage = stage,
+                    }
+                }
+                Stage::Acks { acks, .. } => {
+                    let acked = ready!(acks.as_mut().poll(cx));
+                    let Stage::Acks {
+                        out,
+                        router,
+                        payload,
+                        ..
+                    } = std::mem::replace(&mut this.stage, Stage::Done)
+                    else {
+                        unreachable!("matched Acks")
+                    };
+                    match acked {
+                        Ok(()) => break Ok(out),
+                        // A backup deposed this member as owner (it holds a newer table): the
+                        // write counts for nothing here; the router waits for that table and
+                        // sends it to the new owner.
+                        Err(_) => {
+                            let (p, s, o) = (this.partition, this.service, this.op);
+                            this.stage = Stage::Remote(router.forward(p, s, o, payload));
+                        }
+                    }
+                }
+                Stage::Remote(answer) => break ready!(answer.as_mut().poll(cx)),
+                Stage::Queued(answer) => match ready!(Pin::new(answer).poll(cx)) {
+                    Some(answer) => break answer,
+                    None => {
+                        this.stage = Stage::Done;
+                        return Poll::Ready(Err(InvocationError::MemberStopped));
+                    }
+                },
+                Stage::Message(answer) => match ready!(answer.as_mut().poll(cx)) {
+                    Ok(answer) => break answer,
+                    Err(e) => {
+                        this.stage = Stage::Done;
+                        return Poll::Ready(Err(e));
+                    }
+                },
+                // Polled again after its answer: there is none left to give.
+                Stage::Done => return Poll::Ready(Err(InvocationError::MemberStopped)),
+            }
+        };
+        this.stage = Stage::Done;
+        let partition = this.partition;
+        Poll::Ready(answer.map_err(|source| InvocationError::Operation { partition, source }))
     }
 }
 
