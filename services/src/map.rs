@@ -95,12 +95,11 @@ impl ArchivedEntryData {
         }
     }
 
-    /// The entry, packed for a store. A key longer than [`store::MAX_KEY`] (only from a peer
-    /// that sent garbage: owners check keys before storing them) is cut to it, so the packed
-    /// layout stays sound.
+    /// The entry, packed for a store. A key or value over the store's bounds (only from a peer
+    /// that sent garbage: owners check entries before storing them) is cut by
+    /// [`store::pack_with`], so the packed layout stays sound.
     pub fn pack(&self) -> Packed {
-        let key = &self.key[..self.key.len().min(store::MAX_KEY)];
-        pack_with(key, &self.value, self.meta())
+        pack_with(&self.key, &self.value, self.meta())
     }
 }
 

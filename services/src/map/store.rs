@@ -33,13 +33,15 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-
 use std::ptr::NonNull;
 
 use hashbrown::HashTable;
 
 /// Bytes of an entry's header.
 const HEADER: usize = 26;
+
+/// Where the header holds the entry's whole length (32 bits, its last field).
+const LEN_AT: usize = 22;
 
 /// The longest value an entry holds, its length in 32 bits with the header and the longest key.
 pub const MAX_VALUE: usize = u32::MAX as usize - HEADER - MAX_KEY;
@@ -60,7 +62,7 @@ fn hasher() -> ahash::RandomState {
     )
 }
 
-/// One packed entry, owned through a thin pointer: its length is in its header (bytes 22..26).
+/// One packed entry, owned through a thin pointer: its length is in its header ([`LEN_AT`]).
 /// It derefs to the entry's bytes, header first. The unsafe code here (taking over the box,
 /// the slices, the drop) ran clean under Miri, stacked and tree borrows, on 2026-12-07: entries
 /// of 0 to 300 value bytes packed, rewritten through `DerefMut`, sent to another thread, dropped.
@@ -86,13 +88,10 @@ impl Packed {
 
     /// The entry's length, read from its header.
     fn len_in_header(&self) -> usize {
-        let mut b = [0u8; 4];
         // SAFETY: every entry starts with a full header (`from_box`), owned by `self`.
         #[allow(unsafe_code)]
-        unsafe {
-            std::ptr::copy_nonoverlapping(self.0.as_ptr().add(22), b.as_mut_ptr(), 4)
-        };
-        u32::from_le_bytes(b) as usize
+        let header = unsafe { std::slice::from_raw_parts(self.0.as_ptr(), HEADER) };
+        entry_len(header)
     }
 }
 
@@ -140,7 +139,7 @@ impl std::fmt::Debug for Packed {
 
 /// The whole length of an entry, from its header.
 fn entry_len(e: &[u8]) -> usize {
-    u32::from_le_bytes([e[22], e[23], e[24], e[25]]) as usize
+    u32::from_le_bytes([e[LEN_AT], e[LEN_AT + 1], e[LEN_AT + 2], e[LEN_AT + 3]]) as usize
 }
 
 /// What an entry records besides its key and value.
@@ -232,7 +231,8 @@ pub fn pack(key: &[u8], value: &[u8], expires_at: u64) -> Packed {
 }
 
 /// Packs an entry with its expiry, update time and hits. `key` must be at most [`MAX_KEY`]
-/// bytes and `value` at most [`MAX_VALUE`] (the caller checks; longer ones are cut there).
+/// bytes and `value` at most [`MAX_VALUE`] (the caller checks; longer ones are cut here, so the
+/// layout stays sound whatever a peer sent).
 pub fn pack_with(key: &[u8], value: &[u8], meta: Meta) -> Packed {
     packed(key, value, meta, 0)
 }
@@ -259,7 +259,7 @@ fn header(key_len: usize, value_len: usize, meta: Meta, stamp: u32) -> [u8; HEAD
     h[12..18].copy_from_slice(&meta.updated_millis.min(MAX_MILLIS).to_le_bytes()[..6]);
     h[18..22].copy_from_slice(&meta.hits.to_le_bytes());
     let len = (HEADER + key_len + value_len).min(u32::MAX as usize) as u32;
-    h[22..26].copy_from_slice(&len.to_le_bytes());
+    h[LEN_AT..HEADER].copy_from_slice(&len.to_le_bytes());
     h
 }
 
@@ -545,10 +545,10 @@ impl Store {
     /// A full slot picked with `rng`: random slots until one is full (the table is at least
     /// 7/16 full once it has grown, so a few tries), else the first full one after the last try.
     fn sample(&self, rng: &mut u64) -> Option<usize> {
-        let buckets = self.entries.num_buckets();
-        if self.entries.is_empty() || buckets == 0 {
+        if self.entries.is_empty() {
             return None;
         }
+        let buckets = self.entries.num_buckets();
         let mut start = 0;
         for _ in 0..8 {
             start = next(rng) as usize % buckets;
