@@ -257,6 +257,21 @@ pub(crate) fn run_op<O: Operation>(
     payload: &[u8],
     out: &mut Bytes,
 ) -> Result<Option<BackupWork>, OpError> {
+    let (response, work) = run_typed::<O>(slot, target, payload)?;
+    encode_into(&response, out).map_err(|e| OpError::Encode {
+        what: "response",
+        reason: e.to_string(),
+    })?;
+    Ok(work)
+}
+
+/// [`run_op`] with the response as it is, not archived: for a caller on the same shard that
+/// knows the operation's type (see `Invoker::invoke_as`).
+pub(crate) fn run_typed<O: Operation>(
+    slot: &mut dyn ErasedSlot,
+    target: &Target<'_>,
+    payload: &[u8],
+) -> Result<(O::Response, Option<BackupWork>), OpError> {
     let service_id = <O::Service as Service>::ID;
     let slot = slot
         .as_any_mut()
@@ -297,47 +312,45 @@ pub(crate) fn run_op<O: Operation>(
         ),
     };
     let response = O::run(op, &mut ctx)?;
-    encode_into(&response, out).map_err(|e| OpError::Encode {
-        what: "response",
-        reason: e.to_string(),
-    })?;
     if target.mode != Mode::Owner
         || !target.replicated
         || O::READS_ONLY
         || !O::should_backup(op, &response)
     {
-        return Ok(None);
+        return Ok((response, None));
     }
     let sync = O::sync_backup_count(op).unwrap_or(policy.sync);
     let async_ = O::async_backup_count(op).unwrap_or(policy.async_);
     if sync == 0 && async_ == 0 {
         // No replica takes it: the write is remembered for retries without building a backup.
-        return Ok(Some(BackupWork {
+        let work = BackupWork {
             service: service_id,
             op: O::ID,
             payload: Bytes::new(),
             sync,
             async_,
-        }));
+        };
+        return Ok((response, Some(work)));
     }
     let Some(backup) = O::backup_operation(op, &response) else {
-        return Ok(None);
+        return Ok((response, None));
     };
     let payload = match backup.payload {
         Ok(payload) => payload,
         Err(e) => {
             // The write happened; its backups will be repaired by anti-entropy.
             tracing::error!(service = %service_id, op = %O::ID, error = %e, "backup operation not sent");
-            return Ok(None);
+            return Ok((response, None));
         }
     };
-    Ok(Some(BackupWork {
+    let work = BackupWork {
         service: backup.service,
         op: backup.op,
         payload,
         sync,
         async_,
-    }))
+    };
+    Ok((response, Some(work)))
 }
 
 /// Starts a service on a shard: `init`, then one default container per partition slot.

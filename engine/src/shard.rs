@@ -29,15 +29,17 @@ use crate::object;
 use crate::outbox::{CallBatch, CallRef, Completions, Outbox};
 use crate::partition::{PartitionCount, PartitionId, ShardCount, ShardId};
 use crate::payload::Bytes;
-use crate::registry::{BackupWork, Dispatch, ErasedSlot, Mode, Policies, ServiceFactory, Target};
+use crate::registry::{
+    BackupWork, Dispatch, ErasedSlot, Handler, Mode, Policies, ServiceFactory, Target,
+};
 use crate::replica::{
     classify, ArchivedPartitionSnapshot, BackupApplied, Call, CallId, NamespaceSnapshot,
     PartitionSnapshot, ReplicaState, Replication,
 };
 use crate::reply::{Answer, Pending, Reply};
 use crate::spi::{
-    MemberInfo, MembershipEvent, MigrationEndpoint, MigrationEvent, OpError, OpId, ReplicaIndex,
-    ReplicationEvent, ServiceContext, ServiceId,
+    MemberInfo, MembershipEvent, MigrationEndpoint, MigrationEvent, OpError, OpId, Operation,
+    ReplicaIndex, ReplicationEvent, ServiceContext, ServiceId,
 };
 use crate::table::MAX_REPLICAS;
 
@@ -310,9 +312,43 @@ impl ShardCore {
             Mode::Owner,
             ReplicaIndex::PRIMARY,
         )?;
-        let Some(work) = work else {
-            return Ok(None);
+        match work {
+            Some(work) => self.replication(partition, local, work, call, out),
+            None => Ok(None),
+        }
+    }
+
+    /// [`ShardCore::execute`] of operation `O`, called on this shard by a caller that knows its
+    /// type: the response as it is, not archived and read back. No call id (a retried call
+    /// comes from another member, through `execute`).
+    pub(crate) fn execute_typed<O: Operation>(
+        &mut self,
+        partition: PartitionId,
+        payload: &[u8],
+    ) -> Result<(O::Response, Option<Replication>), OpError> {
+        let local = self.local_index(partition)?;
+        let at = (partition, local, Mode::Owner, ReplicaIndex::PRIMARY);
+        let (service, op) = (<O::Service as crate::spi::Service>::ID, O::ID);
+        let (response, work) = self.run_in(at, service, op, |_, slot, target| {
+            crate::registry::run_typed::<O>(slot, target, payload)
+        })?;
+        let replication = match work {
+            Some(work) => self.replication(partition, local, work, None, &mut Bytes::new())?,
+            None => None,
         };
+        Ok((response, replication))
+    }
+
+    /// What backs up a write that ran as the owner and asked for `work`: the versions it moves,
+    /// and the answer `out` remembered for a retry of `call`.
+    fn replication(
+        &mut self,
+        partition: PartitionId,
+        local: usize,
+        work: BackupWork,
+        call: Option<Call>,
+        out: &mut Bytes,
+    ) -> Result<Option<Replication>, OpError> {
         let slots = (usize::from(work.sync) + usize::from(work.async_)).min(MAX_REPLICAS - 1);
         if slots == 0 {
             // No replica takes it (backup-count 0): no version moves and nothing is sent; the
@@ -444,6 +480,21 @@ impl ShardCore {
             }
             return result;
         }
+        let at = (partition, local, mode, replica);
+        self.run_in(at, service, op, |handler, slot, target| {
+            (handler.run)(slot, target, payload, out)
+        })
+    }
+
+    /// Runs `f` with operation `(service, op)`'s handler, its service's slot and its target at
+    /// `(partition, local index, mode, replica)`; counted in the statistics as the owner's.
+    fn run_in<R>(
+        &mut self,
+        (partition, local, mode, replica): (PartitionId, usize, Mode, ReplicaIndex),
+        service: ServiceId,
+        op: OpId,
+        f: impl FnOnce(Handler, &mut dyn ErasedSlot, &Target<'_>) -> Result<R, OpError>,
+    ) -> Result<R, OpError> {
         let handler = self.dispatch.handler(service, op)?;
         let timer = if mode == Mode::Owner {
             self.stats.start()
@@ -464,7 +515,7 @@ impl ShardCore {
             .slots
             .get_mut(handler.slot)
             .ok_or(OpError::UnknownService { service })?;
-        let result = (handler.run)(slot.as_mut(), &target, payload, out);
+        let result = f(handler, slot.as_mut(), &target);
         if mode == Mode::Owner {
             self.stats.finish(handler.slot, result.is_ok(), timer);
         }

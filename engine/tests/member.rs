@@ -174,6 +174,28 @@ fn properties_reach_init_and_operation_errors_reach_the_caller() {
         .block_on(invoker.invoke(PartitionId(3), &Greeting { fail: true }))
         .unwrap_err();
     assert_eq!(err.to_string(), "partition 3: greeting refused");
+    // The same from the partition's own shard, where the operation runs inline and its response
+    // is handed over as it is, not archived and read back.
+    let inner = invoker.clone();
+    let on_shard = member
+        .block_on(invoker.run_on(ShardId(0), move || async move {
+            let ok = inner
+                .invoke(PartitionId(3), &Greeting { fail: false })
+                .await;
+            let err = inner.invoke(PartitionId(3), &Greeting { fail: true }).await;
+            let missing = inner
+                .invoke(PartitionId(7), &Greeting { fail: false })
+                .await;
+            (ok.unwrap(), err.unwrap_err(), missing.unwrap_err())
+        }))
+        .unwrap();
+    assert_eq!(on_shard.0, "hello");
+    assert_eq!(on_shard.1.to_string(), "partition 3: greeting refused");
+    assert!(
+        matches!(on_shard.2, InvocationError::NoSuchPartition { .. }),
+        "{}",
+        on_shard.2
+    );
     member.shutdown();
 }
 
