@@ -182,7 +182,7 @@ impl Invoker {
     }
 
     /// Runs `O` here if this shard owns `partition` and is free, with its response as it is,
-    /// not archived and read back (a tenth of a local counter increment); a write whose sync
+    /// not archived and read back (a quarter of a local counter increment); a write whose sync
     /// backups must acknowledge it waits for them as any other. Anything else is sent as
     /// [`Invoker::invoke_raw`] sends it.
     fn run_here<O: Operation>(
@@ -216,14 +216,10 @@ impl Invoker {
         let (Some(acks), Some(router)) = (acks, router) else {
             return Here::Answer(Ok(response));
         };
-        let mut out = Bytes::new();
-        if let Err(e) = crate::payload::encode_into(&response, &mut out) {
-            let reason = e.to_string();
-            return failed(OpError::Encode {
-                what: "response",
-                reason,
-            });
-        }
+        let out = match crate::payload::encode(&response) {
+            Ok(out) => out,
+            Err(e) => return failed(crate::object::encode_error(e)),
+        };
         let stage = Stage::Acks {
             out,
             acks,

@@ -133,7 +133,7 @@ pub(crate) fn run_engine_op(
     Ok(None)
 }
 
-fn encode_error(e: rkyv::rancor::Error) -> OpError {
+pub(crate) fn encode_error(e: rkyv::rancor::Error) -> OpError {
     OpError::Encode {
         what: "response",
         reason: e.to_string(),

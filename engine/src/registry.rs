@@ -258,10 +258,7 @@ pub(crate) fn run_op<O: Operation>(
     out: &mut Bytes,
 ) -> Result<Option<BackupWork>, OpError> {
     let (response, work) = run_typed::<O>(slot, target, payload)?;
-    encode_into(&response, out).map_err(|e| OpError::Encode {
-        what: "response",
-        reason: e.to_string(),
-    })?;
+    encode_into(&response, out).map_err(crate::object::encode_error)?;
     Ok(work)
 }
 
