@@ -143,6 +143,17 @@ impl Bench {
             .sum()
     }
 
+    /// The shard that holds a counter or key, for a run on one member (`None` for a cluster or
+    /// through clients, whose operations also cross members).
+    pub fn owner(&self) -> Option<impl Fn(&[u8]) -> usize + Sync> {
+        let [member] = self.load.as_slice() else {
+            return None;
+        };
+        let invoker = member.member().invoker();
+        let (partitions, shards) = (invoker.partition_count(), invoker.shard_count());
+        Some(move |name: &[u8]| shards.shard_of(partitions.partition_of(name)).0 as usize)
+    }
+
     /// The partition count.
     pub fn partitions(&self) -> u32 {
         self.load

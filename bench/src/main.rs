@@ -2,8 +2,9 @@
 //!
 //! With no arguments it starts an embedded member (one shard per core), runs each workload
 //! (counter increments, map puts, map gets) from pipelined callers on every shard for a few
-//! seconds, then runs the same workload on a bare `ahash` map in one thread, and prints ops/s
-//! and HDR latency percentiles for both, with their ratio. Progress goes to stderr, the table to
+//! seconds, then runs the same workload on a bare `ahash` map in one thread (and, when most
+//! operations cross cores, on bare maps handing them across one thread per shard), and prints
+//! ops/s and HDR latency percentiles for each, with their ratios. Progress goes to stderr, the table to
 //! stdout; a JSON summary and `.hgrm` percentile files go to `--output`.
 //!
 //! `--cluster-size N` runs an in-process cluster of N members instead; `--members HOST:PORT,...`
@@ -13,12 +14,14 @@
 //!
 //! Module map: [`workload`] (what an operation is, keys and their distribution), [`load`]
 //! (closed and open loops), [`embedded`] (driving members or clients), [`baseline`] (the bare
-//! map), [`pingpong`] (the raw TCP floor), [`report`] (measurements and the table), [`output`]
+//! map), [`crosscore`] (bare maps on as many threads as shards, handing operations across
+//! cores), [`pingpong`] (the raw TCP floor), [`report`] (measurements and the table), [`output`]
 //! (JSON, `.hgrm`, compare), [`plot`] (latency curves as SVG), [`progress`], [`memory`] and
 //! [`migration`] (the other benchmarks).
 
 mod baseline;
 mod cpu;
+mod crosscore;
 mod embedded;
 mod load;
 mod memory;
@@ -117,7 +120,8 @@ struct Args {
     /// `--threads`).
     #[arg(long)]
     connections: Option<u32>,
-    /// Skip the baseline (a bare hash map embedded; a raw TCP ping-pong networked).
+    /// Skip the baselines (a bare hash map embedded, and with several shards at `--locality any`
+    /// bare maps handing operations across as many threads; a raw TCP ping-pong networked).
     #[arg(long)]
     no_baseline: bool,
     /// Networked, on the server's machine: the member process whose CPU time each measured
@@ -332,10 +336,33 @@ fn run(args: Args) -> anyhow::Result<()> {
             eprintln!("{workload}: bare ahash map, 1 thread …");
             Some(baseline::run(*workload, &spec))
         };
+        // A member of several shards at `--locality any` hands most operations to another
+        // core: the floor for that is bare maps handing them across as many threads.
+        let cross_core = match bench.owner() {
+            Some(owner)
+                if !args.no_baseline
+                    && bench.shards() > 1
+                    && spec.locality == Locality::Any
+                    && spec.rate.is_none() =>
+            {
+                eprintln!(
+                    "{workload}: bare ahash maps, {} threads handing operations across cores …",
+                    bench.shards()
+                );
+                Some(crosscore::run(
+                    *workload,
+                    &spec,
+                    bench.shards() as usize,
+                    owner,
+                ))
+            }
+            _ => None,
+        };
         rows.push(report::Row {
             workload: *workload,
             corecast,
             baseline,
+            cross_core,
         });
     }
     let load = match spec.rate {
@@ -376,6 +403,9 @@ fn run(args: Args) -> anyhow::Result<()> {
             if let Some(b) = &r.baseline {
                 v.push((r.workload.to_string(), setup.baseline.to_owned(), b));
             }
+            if let Some(x) = &r.cross_core {
+                v.push((r.workload.to_string(), report::CROSS_CORE.to_owned(), x));
+            }
             v
         })
         .collect();
@@ -409,6 +439,14 @@ fn summary(
             )];
             if let Some(b) = &r.baseline {
                 v.push(output::Result::of(&w, setup.baseline, b, None));
+            }
+            if let Some(x) = &r.cross_core {
+                v.push(output::Result::of(
+                    &w,
+                    report::CROSS_CORE,
+                    x,
+                    Some(setup.shards),
+                ));
             }
             v
         })

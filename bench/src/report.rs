@@ -99,7 +99,13 @@ pub struct Row {
     pub corecast: Measured,
     /// On the bare map, unless skipped.
     pub baseline: Option<Measured>,
+    /// On bare maps handing operations across as many threads as shards (a member of several
+    /// shards at `--locality any`).
+    pub cross_core: Option<Measured>,
 }
+
+/// The cross-core floor's name in the table and the JSON.
+pub const CROSS_CORE: &str = "xcore-maps";
 
 /// What the run was, for the table's heading.
 pub struct Setup {
@@ -169,7 +175,17 @@ pub fn table(setup: &Setup, rows: &[Row]) -> String {
         }
         if let Some(base) = &row.baseline {
             line(&mut out, row.workload, setup.baseline, base, None);
-            ratio(&mut out, &row.corecast, base, setup.shards);
+            ratio(&mut out, &row.corecast, base, setup.shards, 1);
+        }
+        if let Some(floor) = &row.cross_core {
+            line(
+                &mut out,
+                row.workload,
+                CROSS_CORE,
+                floor,
+                Some(setup.shards),
+            );
+            ratio(&mut out, &row.corecast, floor, setup.shards, setup.shards);
         }
     }
     out
@@ -193,9 +209,11 @@ fn line(out: &mut String, workload: Workload, target: &str, m: &Measured, shards
     let _ = writeln!(out, " {:>9} {:>7}", nanos(m.max()), m.errors);
 }
 
-/// corecast ÷ baseline: throughput per shard against one thread, and latency multiples.
-fn ratio(out: &mut String, corecast: &Measured, base: &Measured, shards: u32) {
-    let per_shard = corecast.ops_per_sec() / f64::from(shards) / base.ops_per_sec().max(1e-9);
+/// corecast ÷ baseline: throughput per shard against one of the baseline's `threads`, and
+/// latency multiples.
+fn ratio(out: &mut String, corecast: &Measured, base: &Measured, shards: u32, threads: u32) {
+    let per_thread = base.ops_per_sec() / f64::from(threads.max(1));
+    let per_shard = corecast.ops_per_sec() / f64::from(shards) / per_thread.max(1e-9);
     let _ = write!(
         out,
         "{:<12} {:<10} {:>12} {:>12}",

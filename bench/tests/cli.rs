@@ -19,6 +19,18 @@ fn run(args: &[&str]) -> (bool, String, String) {
     )
 }
 
+/// A fresh output directory for one test, as a path and as an argument.
+fn output_dir(tag: &str) -> (std::path::PathBuf, String) {
+    let dir = std::env::temp_dir().join(format!("corecast-bench-{tag}-{}", std::process::id()));
+    let arg = dir.to_string_lossy().to_string();
+    (dir, arg)
+}
+
+/// The run's `summary.json`, parsed.
+fn summary(dir: &std::path::Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap()
+}
+
 #[test]
 fn bad_arguments_get_a_clear_error() {
     for (args, says) in [
@@ -88,8 +100,7 @@ fn bad_arguments_get_a_clear_error() {
 
 #[test]
 fn a_run_writes_a_summary_and_hgrm_files_that_hold_its_settings() {
-    let dir = std::env::temp_dir().join(format!("corecast-bench-cli-{}", std::process::id()));
-    let d = dir.to_string_lossy().to_string();
+    let (dir, d) = output_dir("cli");
     let (ok, table, err) = run(&[
         "--workloads",
         "map-mixed,atomic-add,map-incr",
@@ -116,8 +127,7 @@ fn a_run_writes_a_summary_and_hgrm_files_that_hold_its_settings() {
     ]);
     assert!(ok, "{err}");
     assert!(table.contains("open loop at 2000 ops/s"), "{table}");
-    let summary: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
+    let summary = summary(&dir);
     let spec = &summary["config"]["spec"];
     assert_eq!(spec["rate"], 2000.0);
     assert_eq!(spec["read_ratio"], 0.75);
@@ -170,5 +180,61 @@ fn a_run_writes_a_summary_and_hgrm_files_that_hold_its_settings() {
         text.contains("map-mixed") && text.contains("1.000x"),
         "{text}"
     );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn two_shards_at_any_locality_are_also_compared_with_bare_maps_handing_work_across_cores() {
+    let (dir, d) = output_dir("xcore");
+    let (ok, table, err) = run(&[
+        "--workloads",
+        "counter-inc",
+        "--shards",
+        "2",
+        "--warmup",
+        "0.1",
+        "--duration",
+        "0.3",
+        "--callers",
+        "4",
+        "--output",
+        &d,
+    ]);
+    assert!(ok, "{err}");
+    assert!(table.contains("xcore-maps"), "{table}");
+    let summary = summary(&dir);
+    let results = summary["results"].as_array().unwrap();
+    let targets: Vec<&str> = results
+        .iter()
+        .map(|r| r["target"].as_str().unwrap())
+        .collect();
+    assert_eq!(targets, ["corecast", "hashmap", "xcore-maps"]);
+    let floor = &results[2];
+    assert_eq!(floor["errors"], 0, "{floor}");
+    assert!(floor["count"].as_u64().unwrap() > 0, "{floor}");
+    // Per shard: the floor runs one thread per shard.
+    let (all, per) = (
+        floor["ops_per_sec"].as_f64().unwrap(),
+        floor["ops_per_sec_per_shard"].as_f64().unwrap(),
+    );
+    assert!((all / 2.0 - per).abs() < 1.0, "{floor}");
+    assert!(dir.join("counter-inc-xcore-maps.hgrm").exists());
+    // One shard, or `--locality shard`: no operation crosses cores, no such floor.
+    let (ok, table, err) = run(&[
+        "--workloads",
+        "counter-inc",
+        "--shards",
+        "2",
+        "--locality",
+        "shard",
+        "--warmup",
+        "0.1",
+        "--duration",
+        "0.2",
+        "--output",
+        &d,
+    ]);
+    assert!(ok, "{err}");
+    assert!(!table.contains("xcore-maps"), "{table}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
