@@ -125,12 +125,8 @@ impl Lane<'_> {
                     }
                     let (i, read) = bare.draw(&mut rng);
                     let to = self.owners.get(i).copied().unwrap_or(self.me);
-                    if to == self.me {
-                        let ok = bare.apply(i, read);
-                        if t0 >= measure_from {
-                            measured.record_result(t0.elapsed(), ok);
-                        }
-                    } else if let Some(out) = calls.get_mut(to) {
+                    // Another thread's: sent there, the caller waits. Else run here.
+                    if let Some(out) = calls.get_mut(to).filter(|_| to != self.me) {
                         out.push(Call {
                             caller: caller as u32,
                             index: i as u32,
@@ -138,6 +134,10 @@ impl Lane<'_> {
                         });
                         *wait = Some(t0);
                         break;
+                    }
+                    let ok = bare.apply(i, read);
+                    if t0 >= measure_from {
+                        measured.record_result(t0.elapsed(), ok);
                     }
                 }
             }
@@ -159,14 +159,11 @@ impl Lane<'_> {
                     }
                     Msg::Answers(callers) => {
                         let now = Instant::now();
-                        for caller in callers {
-                            if let Some(t0) =
-                                waiting.get_mut(caller as usize).and_then(Option::take)
-                            {
-                                if t0 >= measure_from {
-                                    measured.record(now - t0);
-                                }
-                            }
+                        let sent = callers
+                            .iter()
+                            .filter_map(|&c| waiting.get_mut(c as usize).and_then(Option::take));
+                        for t0 in sent.filter(|t0| *t0 >= measure_from) {
+                            measured.record(now - t0);
                         }
                     }
                 }

@@ -149,9 +149,7 @@ impl Bench {
         let [member] = self.load.as_slice() else {
             return None;
         };
-        let invoker = member.member().invoker();
-        let (partitions, shards) = (invoker.partition_count(), invoker.shard_count());
-        Some(move |name: &[u8]| shards.shard_of(partitions.partition_of(name)).0 as usize)
+        Some(owner_shard(member.member().invoker()))
     }
 
     /// The partition count.
@@ -253,8 +251,8 @@ impl Bench {
         objects: &Objects,
         spec: &WorkloadSpec,
     ) -> anyhow::Result<(Objects, Arc<Vec<Vec<u8>>>)> {
-        let here =
-            |bytes: &[u8]| invoker.shard_count().shard_of(invoker.partition_of(bytes)) == shard;
+        let owner = owner_shard(invoker);
+        let here = |bytes: &[u8]| owner(bytes) == shard.0 as usize;
         let names = counter_names(spec.counters);
         let mine: Vec<bool> = names.iter().map(|n| here(n.as_bytes())).collect();
         fn pick<T: Clone>(all: &[T], mine: &[bool]) -> Vec<T> {
@@ -311,6 +309,12 @@ impl Bench {
 }
 
 /// Polls every future until all are done; their outputs in order.
+/// The index of the shard of `invoker`'s member that holds a counter or key.
+fn owner_shard(invoker: &corecast_engine::Invoker) -> impl Fn(&[u8]) -> usize + Sync {
+    let (partitions, shards) = (invoker.partition_count(), invoker.shard_count());
+    move |name: &[u8]| shards.shard_of(partitions.partition_of(name)).0 as usize
+}
+
 async fn join_all<T>(
     mut futures: Vec<std::pin::Pin<Box<impl std::future::Future<Output = T>>>>,
 ) -> Vec<T> {

@@ -399,14 +399,9 @@ fn run(args: Args) -> anyhow::Result<()> {
     let histograms: Vec<(String, String, &report::Measured)> = rows
         .iter()
         .flat_map(|r| {
-            let mut v = vec![(r.workload.to_string(), "corecast".to_owned(), &r.corecast)];
-            if let Some(b) = &r.baseline {
-                v.push((r.workload.to_string(), setup.baseline.to_owned(), b));
-            }
-            if let Some(x) = &r.cross_core {
-                v.push((r.workload.to_string(), report::CROSS_CORE.to_owned(), x));
-            }
-            v
+            r.targets(&setup)
+                .into_iter()
+                .map(|(name, m, _)| (r.workload.to_string(), name.to_owned(), m))
         })
         .collect();
     output::write(&args.output, &summary, &histograms)?;
@@ -431,24 +426,9 @@ fn summary(
         .iter()
         .flat_map(|r| {
             let w = r.workload.to_string();
-            let mut v = vec![output::Result::of(
-                &w,
-                "corecast",
-                &r.corecast,
-                Some(setup.shards),
-            )];
-            if let Some(b) = &r.baseline {
-                v.push(output::Result::of(&w, setup.baseline, b, None));
-            }
-            if let Some(x) = &r.cross_core {
-                v.push(output::Result::of(
-                    &w,
-                    report::CROSS_CORE,
-                    x,
-                    Some(setup.shards),
-                ));
-            }
-            v
+            r.targets(setup)
+                .into_iter()
+                .map(move |(name, m, threads)| output::Result::of(&w, name, m, threads))
         })
         .collect();
     output::Summary {

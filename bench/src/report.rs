@@ -107,6 +107,24 @@ pub struct Row {
 /// The cross-core floor's name in the table and the JSON.
 pub const CROSS_CORE: &str = "xcore-maps";
 
+/// One target's results in a row: its name, its measurements, and the threads (shards) it ran
+/// on, `None` for one.
+pub type Target<'a> = (&'a str, &'a Measured, Option<u32>);
+
+impl Row {
+    /// corecast, then each baseline that ran.
+    pub fn targets<'a>(&'a self, setup: &'a Setup) -> Vec<Target<'a>> {
+        let mut targets = vec![("corecast", &self.corecast, Some(setup.shards))];
+        if let Some(base) = &self.baseline {
+            targets.push((setup.baseline, base, None));
+        }
+        if let Some(floor) = &self.cross_core {
+            targets.push((CROSS_CORE, floor, Some(setup.shards)));
+        }
+        targets
+    }
+}
+
 /// What the run was, for the table's heading.
 pub struct Setup {
     /// What was measured: "embedded member" or "cluster at …, through the smart client".
@@ -173,19 +191,15 @@ pub fn table(setup: &Setup, rows: &[Row]) -> String {
                 thousands(per_cpu)
             );
         }
-        if let Some(base) = &row.baseline {
-            line(&mut out, row.workload, setup.baseline, base, None);
-            ratio(&mut out, &row.corecast, base, setup.shards, 1);
-        }
-        if let Some(floor) = &row.cross_core {
-            line(
+        for (name, base, threads) in row.targets(setup).into_iter().skip(1) {
+            line(&mut out, row.workload, name, base, threads);
+            ratio(
                 &mut out,
-                row.workload,
-                CROSS_CORE,
-                floor,
-                Some(setup.shards),
+                &row.corecast,
+                base,
+                setup.shards,
+                threads.unwrap_or(1),
             );
-            ratio(&mut out, &row.corecast, floor, setup.shards, setup.shards);
         }
     }
     out
