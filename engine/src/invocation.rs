@@ -176,6 +176,12 @@ impl Invoker {
         let invocation = match self.run_here::<O>(partition, payload) {
             Here::Answer(answer) => return answer,
             Here::Acks(acks) => acks,
+            Here::Queued(answer) => {
+                let answer = answer.await.ok_or(InvocationError::MemberStopped)?;
+                let answer =
+                    answer.map_err(|source| InvocationError::Operation { partition, source })?;
+                return decode_response::<O::Response>(partition, &answer);
+            }
             Here::Not(payload) => self.invoke_raw(partition, service, op_id, payload),
         };
         decode_response::<O::Response>(partition, &invocation.await?)
@@ -183,7 +189,9 @@ impl Invoker {
 
     /// Runs `O` here if this shard owns `partition` and is free, with its response as it is,
     /// not archived and read back (a quarter of a local counter increment); a write whose sync
-    /// backups must acknowledge it waits for them as any other. Anything else is sent as
+    /// backups must acknowledge it waits for them as any other. A partition of another shard of
+    /// this member, called from one of its shards, is queued in this shard's outbox (as
+    /// [`Invocation`] would queue it, without building one). Anything else is sent as
     /// [`Invoker::invoke_raw`] sends it.
     fn run_here<O: Operation>(
         &self,
@@ -200,12 +208,18 @@ impl Invoker {
         if router.as_ref().is_some_and(|r| !r.is_local(partition)) {
             return Here::Not(payload);
         }
+        let (service, op) = (<O::Service as Service>::ID, O::ID);
         let ran = shard::with_local(token, shard, |core| {
             core.execute_typed::<O>(partition, &payload)
         });
         let failed = |source| Here::Answer(Err(InvocationError::Operation { partition, source }));
         let (response, replication) = match ran {
-            None => return Here::Not(payload),
+            None => {
+                return match shard::queue_call(token, shard, partition, service, op, payload) {
+                    Ok(answer) => Here::Queued(answer),
+                    Err(payload) => Here::Not(payload),
+                }
+            }
             Some(Err(e)) => return failed(e),
             Some(Ok(ran)) => ran,
         };
@@ -229,8 +243,8 @@ impl Invoker {
         Here::Acks(Invocation {
             invoker: self,
             partition,
-            service: <O::Service as Service>::ID,
-            op: O::ID,
+            service,
+            op,
             stage,
         })
     }
@@ -572,6 +586,8 @@ enum Here<'a, R> {
     Answer(Result<R, InvocationError>),
     /// It ran here, and its answer (archived) stands once its sync backups acknowledge it.
     Acks(Invocation<'a>),
+    /// It was queued for another shard of this member: its answer, `None` if there will be none.
+    Queued(shard::Awaiting),
     /// It did not run here: the request, to send where it runs.
     Not(Bytes),
 }

@@ -164,7 +164,7 @@ fn a_partition_operation_runs_on_shard_p_mod_s() {
 
 #[test]
 fn properties_reach_init_and_operation_errors_reach_the_caller() {
-    let mut config = config(1, 7);
+    let mut config = config(2, 7);
     config.services.push(service("visits", Some("hello"), true));
     let member = start(config);
     let invoker = member.member().invoker().clone();
@@ -174,28 +174,35 @@ fn properties_reach_init_and_operation_errors_reach_the_caller() {
         .block_on(invoker.invoke(PartitionId(3), &Greeting { fail: true }))
         .unwrap_err();
     assert_eq!(err.to_string(), "partition 3: greeting refused");
-    // The same from the partition's own shard, where the operation runs inline and its response
-    // is handed over as it is, not archived and read back.
-    let inner = invoker.clone();
-    let on_shard = member
-        .block_on(invoker.run_on(ShardId(0), move || async move {
-            let ok = inner
-                .invoke(PartitionId(3), &Greeting { fail: false })
-                .await;
-            let err = inner.invoke(PartitionId(3), &Greeting { fail: true }).await;
-            let missing = inner
-                .invoke(PartitionId(7), &Greeting { fail: false })
-                .await;
-            (ok.unwrap(), err.unwrap_err(), missing.unwrap_err())
-        }))
-        .unwrap();
-    assert_eq!(on_shard.0, "hello");
-    assert_eq!(on_shard.1.to_string(), "partition 3: greeting refused");
-    assert!(
-        matches!(on_shard.2, InvocationError::NoSuchPartition { .. }),
-        "{}",
-        on_shard.2
-    );
+    // The same from each shard: on the partition's own shard the operation runs inline and its
+    // response is handed over as it is, not archived and read back; from the other shard it is
+    // queued in that shard's outbox and its answer (or error) comes back through its queue.
+    for shard in [ShardId(0), ShardId(1)] {
+        let inner = invoker.clone();
+        let on_shard = member
+            .block_on(invoker.run_on(shard, move || async move {
+                let ok = inner
+                    .invoke(PartitionId(3), &Greeting { fail: false })
+                    .await;
+                let err = inner.invoke(PartitionId(3), &Greeting { fail: true }).await;
+                let missing = inner
+                    .invoke(PartitionId(7), &Greeting { fail: false })
+                    .await;
+                (ok.unwrap(), err.unwrap_err(), missing.unwrap_err())
+            }))
+            .unwrap();
+        assert_eq!(on_shard.0, "hello", "from {shard}");
+        assert_eq!(
+            on_shard.1.to_string(),
+            "partition 3: greeting refused",
+            "from {shard}"
+        );
+        assert!(
+            matches!(on_shard.2, InvocationError::NoSuchPartition { .. }),
+            "{}",
+            on_shard.2
+        );
+    }
     member.shutdown();
 }
 
