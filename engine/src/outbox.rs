@@ -12,8 +12,12 @@
 //! it owes one shard likewise; while its loop sleeps (or before it runs), a push is sent at once.
 //! A batch the owner's inbox cannot take stays queued and is offered again the next round, so a
 //! full inbox still holds callers back (each waits for its answer) without blocking the shard.
-//! A message's buffers, emptied, go back to its sender with the next message the other way, so
-//! in steady state neither side allocates for them and neither frees the other's.
+//! A message's buffers, emptied, go back to its sender with the next messages the other way, of
+//! either kind (a message carries at most one buffer of each kind back, and each side keeps a
+//! few per shard), so in steady state neither side allocates for them and neither frees the
+//! other's. With one spare per kind and one slot per list, a third of the batches of calls and a
+//! quarter of the answers' allocated their buffers (two-shard counter-inc, counted): a shard sends
+//! more batches of calls than of answers, and batches overtake their buffers' way back.
 
 use std::cell::RefCell;
 use std::sync::Arc;
@@ -126,8 +130,8 @@ pub(crate) struct CallBatch {
     back: Arc<ShardLink>,
     calls: Vec<Call>,
     payloads: Pack,
-    /// Emptied buffers of answers the owner sent the caller, given back for its next answers.
-    spare: Option<AnswerBuffers>,
+    /// Emptied buffers of the caller's earlier messages to the owner, given back.
+    spares: Spares,
 }
 
 impl CallBatch {
@@ -196,8 +200,8 @@ pub(crate) struct Completions {
     answers: Pack,
     /// The answering shard, when it sent these from its outbox.
     from: Option<ShardId>,
-    /// Emptied buffers of a batch of calls the caller sent, given back for its next batch.
-    spare: Option<Queued>,
+    /// Emptied buffers of the caller's earlier messages to the answering shard, given back.
+    spares: Spares,
 }
 
 impl Completions {
@@ -264,6 +268,58 @@ impl Completions {
     }
 }
 
+/// Emptied buffers riding back to the shard that sent them, with any message to it: at most one
+/// of each kind, so a shard that sends more batches of calls than of answers (or the other way)
+/// still gets each back.
+#[derive(Default)]
+struct Spares {
+    calls: Option<Queued>,
+    answers: Option<AnswerBuffers>,
+}
+
+/// Per other shard: buffers it gave back, for the next messages to it, and buffers of its
+/// messages, to give back with the next messages to it. Each list is kept short ([`POOL`]);
+/// in steady state no message allocates and no buffer is freed on the other core.
+#[derive(Default)]
+struct Pool {
+    free_calls: Vec<Queued>,
+    free_answers: Vec<AnswerBuffers>,
+    give_calls: Vec<Queued>,
+    give_answers: Vec<AnswerBuffers>,
+}
+
+/// Buffers a [`Pool`] keeps per list: messages of one kind in flight to one shard at once.
+const POOL: usize = 4;
+
+/// Pushes `item` unless `list` is full (then it is dropped).
+fn keep<T>(list: &mut Vec<T>, item: Option<T>) {
+    if let Some(item) = item.filter(|_| list.len() < POOL) {
+        list.push(item);
+    }
+}
+
+impl Pool {
+    /// One buffer of each kind to give back, for a message to this shard.
+    fn spares(&mut self) -> Spares {
+        Spares {
+            calls: self.give_calls.pop(),
+            answers: self.give_answers.pop(),
+        }
+    }
+
+    /// Spares a message from this shard brought back.
+    fn take_back(&mut self, spares: &mut Spares) {
+        keep(&mut self.free_calls, spares.calls.take());
+        keep(&mut self.free_answers, spares.answers.take());
+    }
+
+    /// Spares of a message that was not sent, to give back with the next.
+    fn unsent(&mut self, spares: &mut Spares) {
+        keep(&mut self.give_calls, spares.calls.take());
+        keep(&mut self.give_answers, spares.answers.take());
+    }
+}
+
 /// The buffers of a [`Completions`], emptied.
 struct AnswerBuffers {
     items: Vec<(u64, Option<Result<Packed, OpError>>)>,
@@ -294,12 +350,8 @@ pub(crate) struct Outbox {
     links: Vec<Arc<ShardLink>>,
     calls: Vec<Queued>,
     completions: Vec<Completions>,
-    /// Per shard, buffers it gave back (for the next message to it) and buffers of its messages
-    /// to give back (with the next message to it): in steady state no message allocates.
-    free_calls: Vec<Option<Queued>>,
-    free_completions: Vec<Option<AnswerBuffers>>,
-    give_calls: Vec<Option<Queued>>,
-    give_completions: Vec<Option<AnswerBuffers>>,
+    /// Per shard, the buffers going back and forth with it.
+    pools: Vec<Pool>,
     /// Calls and answers queued and not sent yet.
     queued: usize,
     /// The shard's loop is running rounds and flushes at each: pushes wait for it.
@@ -316,10 +368,7 @@ impl Outbox {
             links,
             calls: (0..n).map(|_| Queued::default()).collect(),
             completions: (0..n).map(|_| Completions::default()).collect(),
-            free_calls: (0..n).map(|_| None).collect(),
-            free_completions: (0..n).map(|_| None).collect(),
-            give_calls: (0..n).map(|_| None).collect(),
-            give_completions: (0..n).map(|_| None).collect(),
+            pools: (0..n).map(|_| Pool::default()).collect(),
             queued: 0,
             batching: false,
         }
@@ -395,35 +444,30 @@ impl Outbox {
     }
 
     /// Keeps the buffers of a batch of calls from another shard, run and emptied, to give back
-    /// with the next answers to it, and the answer buffers it gave back.
+    /// with the next messages to it, and the buffers it gave back.
     pub fn recycle_batch(&mut self, batch: &mut CallBatch) {
-        let from = batch.from.0 as usize;
+        let Some(pool) = self.pools.get_mut(batch.from.0 as usize) else {
+            return;
+        };
         let queued = Queued {
             calls: std::mem::take(&mut batch.calls),
             payloads: std::mem::take(&mut batch.payloads),
         };
-        if let Some(slot) = self.give_calls.get_mut(from) {
-            *slot = queued.emptied();
-        }
-        if let (Some(slot), Some(spare)) = (self.free_completions.get_mut(from), batch.spare.take())
-        {
-            *slot = Some(spare);
-        }
+        keep(&mut pool.give_calls, queued.emptied());
+        pool.take_back(&mut batch.spares);
     }
 
     /// Keeps the buffers of delivered answers from another shard to give back with the next
-    /// calls to it, and the call buffers it gave back.
+    /// messages to it, and the buffers it gave back.
     pub fn recycle_completions(&mut self, mut completions: Completions) {
-        let Some(from) = completions.from.map(|f| f.0 as usize) else {
+        let Some(pool) = completions
+            .from
+            .and_then(|f| self.pools.get_mut(f.0 as usize))
+        else {
             return;
         };
-        if let (Some(slot), Some(spare)) = (self.free_calls.get_mut(from), completions.spare.take())
-        {
-            *slot = spare.emptied();
-        }
-        if let Some(slot) = self.give_completions.get_mut(from) {
-            *slot = completions.emptied();
-        }
+        pool.take_back(&mut completions.spares);
+        keep(&mut pool.give_answers, completions.emptied());
     }
 
     fn pushed(&mut self) {
@@ -450,9 +494,10 @@ impl Outbox {
         }
         let mut left = 0;
         for (index, link) in self.links.iter().enumerate() {
+            let pool = &mut self.pools[index];
             let completions = &mut self.completions[index];
             if !completions.is_empty() {
-                let next = match self.free_completions[index].take() {
+                let next = match pool.free_answers.pop() {
                     Some(AnswerBuffers { items, answers }) => Completions {
                         items,
                         answers,
@@ -465,14 +510,14 @@ impl Outbox {
                 };
                 let mut out = std::mem::replace(completions, next);
                 out.from = Some(self.me);
-                out.spare = self.give_calls[index].take();
+                out.spares = pool.spares();
                 link.complete(out);
             }
             let queued = &mut self.calls[index];
             if queued.calls.is_empty() {
                 continue;
             }
-            let next = self.free_calls[index].take().unwrap_or_else(|| Queued {
+            let next = pool.free_calls.pop().unwrap_or_else(|| Queued {
                 calls: Vec::with_capacity(queued.calls.capacity()),
                 payloads: Pack::with_capacity(queued.payloads.capacity()),
             });
@@ -482,14 +527,14 @@ impl Outbox {
                 back: self.links[self.me.0 as usize].clone(),
                 calls,
                 payloads,
-                spare: self.give_completions[index].take(),
+                spares: pool.spares(),
             };
             match link.try_send(ShardMsg::Calls(batch)) {
                 Ok(()) => {}
                 Err(flume::TrySendError::Full(ShardMsg::Calls(mut batch))) => {
                     queued.calls = std::mem::take(&mut batch.calls);
                     queued.payloads = std::mem::take(&mut batch.payloads);
-                    self.give_completions[index] = batch.spare.take();
+                    pool.unsent(&mut batch.spares);
                     left += queued.calls.len();
                 }
                 // A stopped shard: the batch's drop answers its calls as unanswered.
@@ -634,7 +679,11 @@ mod tests {
             let Ok(ShardMsg::Calls(mut batch)) = b_queues.inbox.try_recv() else {
                 panic!("expected the calls");
             };
-            assert_eq!(batch.spare.is_some(), round > 0, "answer buffers ride back");
+            assert_eq!(
+                batch.spares.answers.is_some(),
+                round > 0,
+                "answer buffers ride back"
+            );
             batch.run(|_, call| {
                 assert_eq!(call.payload, b"ping");
                 assert!(b
@@ -645,7 +694,7 @@ mod tests {
             drop(batch);
             let completions = a_queues.completions.try_recv().unwrap();
             assert_eq!(
-                completions.spare.is_some(),
+                completions.spares.calls.is_some(),
                 round > 0,
                 "call buffers ride back"
             );
@@ -655,10 +704,58 @@ mod tests {
                 b"pong"
             );
             // Each side holds buffers for its next message, and the other's to give back.
-            assert!(a.give_completions[1].is_some() && b.give_calls[0].is_some());
+            assert_eq!(a.pools[1].give_answers.len(), 1);
+            assert_eq!(b.pools[0].give_calls.len(), 1);
             if round > 0 {
-                assert!(a.free_calls[1].is_some() && b.free_completions[0].is_some());
+                assert_eq!(a.pools[1].free_calls.len(), 1);
+                assert_eq!(b.pools[0].free_answers.len(), 1);
             }
         }
+    }
+
+    #[test]
+    fn buffers_ride_back_on_messages_of_either_kind() {
+        let (a_link, a_queues) = ShardLink::new(8).unwrap();
+        let (b_link, b_queues) = ShardLink::new(8).unwrap();
+        let links = vec![a_link, b_link];
+        let mut a = Outbox::new(MemberToken(1), ShardId(0), links.clone());
+        let mut b = Outbox::new(MemberToken(1), ShardId(1), links);
+        let (p, s, o) = (PartitionId(1), ServiceId(1), OpId(2));
+        // Two rounds of A's calls reach B before B answers any.
+        a.set_batching(true);
+        for correlation in [1, 2] {
+            a.call(ShardId(1), p, s, o, bytes(b"ping"), correlation)
+                .unwrap();
+            a.flush();
+        }
+        b.set_batching(true);
+        for _ in 0..2 {
+            let Ok(ShardMsg::Calls(mut batch)) = b_queues.inbox.try_recv() else {
+                panic!("expected the calls");
+            };
+            batch.run(|_, call| {
+                assert!(b
+                    .complete(ShardId(0), call.correlation, Some(Ok(b"pong")))
+                    .is_ok());
+            });
+            b.recycle_batch(&mut batch);
+        }
+        assert_eq!(b.pools[0].give_calls.len(), 2, "both of A's buffers kept");
+        // B sends one message of answers and one of its own calls: each takes one back.
+        b.call(ShardId(0), p, s, o, bytes(b"ping"), 9).unwrap();
+        b.flush();
+        assert!(b.pools[0].give_calls.is_empty());
+        let completions = a_queues.completions.try_recv().unwrap();
+        a.recycle_completions(completions);
+        let Ok(ShardMsg::Calls(mut batch)) = a_queues.inbox.try_recv() else {
+            panic!("expected B's calls");
+        };
+        batch.run(|_, _| {});
+        a.recycle_batch(&mut batch);
+        assert_eq!(
+            a.pools[1].free_calls.len(),
+            2,
+            "A's next two batches to B allocate nothing"
+        );
     }
 }
