@@ -244,6 +244,19 @@ mod tests {
     }
 
     #[test]
+    fn gets_find_every_key_where_it_is_held_and_read_it_whole() {
+        let spec = spec(8);
+        let (measured, _) = run_counted(Workload::MapGet, &spec, 2, by_last_digit);
+        assert!(measured.count() > 100, "only {} ops", measured.count());
+        assert_eq!(measured.errors, 0, "a get found no value");
+        let mut one = Bare::new(Workload::MapGet, &spec, |_| true);
+        assert!((0..one.len()).all(|i| one.apply(i, true)));
+        assert_eq!(one.copied.len(), spec.value_size, "the value copied out");
+        let mut none = Bare::new(Workload::MapGet, &spec, |_| false);
+        assert!(!none.apply(0, true), "a key this thread does not hold");
+    }
+
+    #[test]
     fn a_thread_that_holds_nothing_has_every_operation_run_by_the_other() {
         let (measured, data) = run_counted(Workload::CounterInc, &spec(4), 2, |_| 1);
         assert!(measured.count() > 100 && measured.errors == 0);
