@@ -16,8 +16,9 @@
 //! either kind (a message carries at most one buffer of each kind back, and each side keeps a
 //! few per shard), so in steady state neither side allocates for them and neither frees the
 //! other's. With one spare per kind and one slot per list, a third of the batches of calls and a
-//! quarter of the answers' allocated their buffers (two-shard counter-inc, counted): a shard sends
-//! more batches of calls than of answers, and batches overtake their buffers' way back.
+//! quarter of the messages of answers allocated their buffers (two-shard counter-inc, counted): a
+//! shard sends more batches of calls than of answers, and batches overtake their buffers' way
+//! back.
 
 use std::cell::RefCell;
 use std::sync::Arc;
