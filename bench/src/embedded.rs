@@ -308,13 +308,13 @@ impl Bench {
     }
 }
 
-/// Polls every future until all are done; their outputs in order.
 /// The index of the shard of `invoker`'s member that holds a counter or key.
 fn owner_shard(invoker: &corecast_engine::Invoker) -> impl Fn(&[u8]) -> usize + Sync {
     let (partitions, shards) = (invoker.partition_count(), invoker.shard_count());
     move |name: &[u8]| shards.shard_of(partitions.partition_of(name)).0 as usize
 }
 
+/// Polls every future until all are done; their outputs in order.
 async fn join_all<T>(
     mut futures: Vec<std::pin::Pin<Box<impl std::future::Future<Output = T>>>>,
 ) -> Vec<T> {

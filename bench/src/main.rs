@@ -4,8 +4,8 @@
 //! (counter increments, map puts, map gets) from pipelined callers on every shard for a few
 //! seconds, then runs the same workload on a bare `ahash` map in one thread (and, when most
 //! operations cross cores, on bare maps handing them across one thread per shard), and prints
-//! ops/s and HDR latency percentiles for each, with their ratios. Progress goes to stderr, the table to
-//! stdout; a JSON summary and `.hgrm` percentile files go to `--output`.
+//! ops/s and HDR latency percentiles for each, with their ratios. Progress goes to stderr, the
+//! table to stdout; a JSON summary and `.hgrm` percentile files go to `--output`.
 //!
 //! `--cluster-size N` runs an in-process cluster of N members instead; `--members HOST:PORT,...`
 //! benchmarks a running cluster through smart clients, against a raw TCP ping-pong of the same

@@ -549,6 +549,7 @@ impl Outbox {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::shard::ShardQueues;
 
     fn bytes(b: &[u8]) -> Bytes {
         copy(b)
@@ -664,13 +665,19 @@ mod tests {
         );
     }
 
+    /// Shards 0 and 1 of one member: their outboxes, and the queues each reads.
+    fn two_shards() -> (Outbox, ShardQueues, Outbox, ShardQueues) {
+        let (a_link, a_queues) = ShardLink::new(8).unwrap();
+        let (b_link, b_queues) = ShardLink::new(8).unwrap();
+        let links = vec![a_link, b_link];
+        let a = Outbox::new(MemberToken(1), ShardId(0), links.clone());
+        let b = Outbox::new(MemberToken(1), ShardId(1), links);
+        (a, a_queues, b, b_queues)
+    }
+
     #[test]
     fn a_round_trip_gives_each_side_its_buffers_back() {
-        let (a_link, a_queues) = ShardLink::new(4).unwrap();
-        let (b_link, b_queues) = ShardLink::new(4).unwrap();
-        let links = vec![a_link, b_link];
-        let mut a = Outbox::new(MemberToken(1), ShardId(0), links.clone());
-        let mut b = Outbox::new(MemberToken(1), ShardId(1), links);
+        let (mut a, a_queues, mut b, b_queues) = two_shards();
         let pending = RefCell::new(Pending::default());
         let (p, s, o) = (PartitionId(1), ServiceId(1), OpId(2));
         for round in 0..4 {
@@ -716,11 +723,7 @@ mod tests {
 
     #[test]
     fn buffers_ride_back_on_messages_of_either_kind() {
-        let (a_link, a_queues) = ShardLink::new(8).unwrap();
-        let (b_link, b_queues) = ShardLink::new(8).unwrap();
-        let links = vec![a_link, b_link];
-        let mut a = Outbox::new(MemberToken(1), ShardId(0), links.clone());
-        let mut b = Outbox::new(MemberToken(1), ShardId(1), links);
+        let (mut a, a_queues, mut b, b_queues) = two_shards();
         let (p, s, o) = (PartitionId(1), ServiceId(1), OpId(2));
         // Two rounds of A's calls reach B before B answers any.
         a.set_batching(true);
