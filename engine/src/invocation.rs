@@ -176,11 +176,16 @@ impl Invoker {
         let invocation = match self.run_here::<O>(partition, payload) {
             Here::Answer(answer) => return answer,
             Here::Acks(acks) => acks,
-            Here::Queued(answer) => {
-                let answer = answer.await.ok_or(InvocationError::MemberStopped)?;
-                let answer =
-                    answer.map_err(|source| InvocationError::Operation { partition, source })?;
-                return decode_response::<O::Response>(partition, &answer);
+            // Read where it landed, in the caller's slot: no copy of its own.
+            Here::Queued(mut answer) => {
+                let decoded = std::future::poll_fn(|cx| {
+                    answer.poll_with(cx, |answer| match answer {
+                        Ok(bytes) => decode_response::<O::Response>(partition, &bytes),
+                        Err(source) => Err(InvocationError::Operation { partition, source }),
+                    })
+                })
+                .await;
+                return decoded.unwrap_or(Err(InvocationError::MemberStopped));
             }
             Here::Not(payload) => self.invoke_raw(partition, service, op_id, payload),
         };

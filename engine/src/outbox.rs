@@ -259,8 +259,17 @@ impl Completions {
     /// for [`Outbox::recycle_completions`].
     pub fn deliver(mut self, pending: &RefCell<Pending>) -> Self {
         for (correlation, answer) in self.items.drain(..) {
-            let answer = answer.map(|a| a.map(|packed| self.answers.take(packed)));
-            let waker = pending.borrow_mut().complete(correlation, answer);
+            let mut pending = pending.borrow_mut();
+            let waker = match answer {
+                Some(Ok(at @ Packed::At { .. })) => {
+                    pending.complete_with(correlation, self.answers.get(&at))
+                }
+                answer => {
+                    let answer = answer.map(|a| a.map(|packed| self.answers.take(packed)));
+                    pending.complete(correlation, answer)
+                }
+            };
+            drop(pending);
             if let Some(waker) = waker {
                 waker.wake();
             }

@@ -91,6 +91,35 @@ impl Drop for ShardReply {
     }
 }
 
+/// An answer's bytes as [`Pending::poll_with`] hands them over.
+pub(crate) enum Held<'a> {
+    /// In an allocation of its own (a large answer, or one that came alone).
+    Own(Bytes),
+    /// In the caller's slot.
+    Slot(&'a [u8]),
+}
+
+impl Held<'_> {
+    /// The bytes in an allocation of their own.
+    pub fn into_bytes(self) -> Bytes {
+        match self {
+            Held::Own(bytes) => bytes,
+            Held::Slot(bytes) => crate::payload::copy(bytes),
+        }
+    }
+}
+
+impl std::ops::Deref for Held<'_> {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            Held::Own(bytes) => bytes,
+            Held::Slot(bytes) => bytes,
+        }
+    }
+}
+
 /// A shard's callers waiting on other shards, by correlation id: a slab of slots, the id being a
 /// slot's index and its generation (so an answer to a call its caller gave up on, whose slot was
 /// reused since, finds a newer generation there and is dropped).
@@ -103,6 +132,9 @@ pub(crate) struct Pending {
 struct Slot {
     generation: u32,
     state: State,
+    /// A small answer's bytes ([`State::Held`]), copied in from its message and read in place
+    /// by the caller: kept with the slot, so a slot's next answers reuse it.
+    held: Bytes,
 }
 
 enum State {
@@ -111,11 +143,17 @@ enum State {
     Waiting(Option<Waker>),
     /// The answer (`None`: there will be none), until the caller polls.
     Done(Option<Answer>),
+    /// The answer, in the slot's `held` bytes, until the caller polls.
+    Held,
 }
+
+/// Answers up to this size are copied into their slot's own buffer ([`Pending::complete_with`]);
+/// a larger one gets an allocation of its own, so no slot keeps a large buffer.
+const HELD: usize = 256;
 
 impl Pending {
     /// Registers a caller: the correlation id to send with its call and to await with
-    /// [`Pending::poll`].
+    /// [`Pending::poll_with`].
     pub fn register(&mut self) -> u64 {
         let index = match self.free.pop() {
             Some(index) => index,
@@ -123,6 +161,7 @@ impl Pending {
                 self.slots.push(Slot {
                     generation: 0,
                     state: State::Free,
+                    held: Bytes::new(),
                 });
                 // A shard has far fewer than 2^32 calls in flight.
                 (self.slots.len() - 1) as u32
@@ -172,25 +211,58 @@ impl Pending {
         }
     }
 
+    /// Stores the answer to call `correlation`, read from a message of answers: a small one is
+    /// copied into the slot's own buffer (no allocation once the slot has had an answer as
+    /// large), a larger one into an allocation of its own. Returns the caller's waker as
+    /// [`Pending::complete`] does.
+    #[must_use]
+    pub fn complete_with(&mut self, correlation: u64, answer: &[u8]) -> Option<Waker> {
+        if answer.len() > HELD {
+            return self.complete(correlation, Some(Ok(crate::payload::copy(answer))));
+        }
+        let (_, slot) = self.slot(correlation)?;
+        let State::Waiting(waker) = &mut slot.state else {
+            // Answered twice: the first answer stands.
+            return None;
+        };
+        let waker = waker.take();
+        slot.held.clear();
+        slot.held.extend_from_slice(answer);
+        slot.state = State::Held;
+        waker
+    }
+
     /// The answer to call `correlation` once there is one (`None`: there will be none), else
     /// remembers `waker`.
+    #[cfg(test)]
     pub fn poll(&mut self, correlation: u64, waker: &Waker) -> Poll<Option<Answer>> {
+        self.poll_with(correlation, waker, |answer| answer.map(Held::into_bytes))
+    }
+
+    /// The answer to call `correlation` once there is one, handed to `read` where it is (in the
+    /// slot, or in an allocation of its own), and the slot freed; `None` if there will be none.
+    /// Until then remembers `waker`.
+    pub fn poll_with<T>(
+        &mut self,
+        correlation: u64,
+        waker: &Waker,
+        read: impl FnOnce(Result<Held<'_>, OpError>) -> T,
+    ) -> Poll<Option<T>> {
         let Some((index, slot)) = self.slot(correlation) else {
             return Poll::Ready(None);
         };
-        match &mut slot.state {
-            State::Waiting(Some(w)) if w.will_wake(waker) => Poll::Pending,
+        let read = match &mut slot.state {
+            State::Waiting(Some(w)) if w.will_wake(waker) => return Poll::Pending,
             State::Waiting(w) => {
                 *w = Some(waker.clone());
-                Poll::Pending
+                return Poll::Pending;
             }
-            State::Done(answer) => {
-                let answer = answer.take();
-                self.release(index);
-                Poll::Ready(answer)
-            }
-            State::Free => Poll::Ready(None),
-        }
+            State::Done(answer) => answer.take().map(|answer| read(answer.map(Held::Own))),
+            State::Held => Some(read(Ok(Held::Slot(&slot.held)))),
+            State::Free => None,
+        };
+        self.release(index);
+        Poll::Ready(read)
     }
 }
 
@@ -268,5 +340,69 @@ mod tests {
             poll(&mut pending, correlation),
             Poll::Ready(Some(Ok(_)))
         ));
+    }
+
+    #[test]
+    fn small_answers_are_read_in_their_slot_whose_buffer_the_next_call_reuses() {
+        let mut pending = Pending::default();
+        let read = |pending: &mut Pending, c| {
+            pending.poll_with(c, Waker::noop(), |answer| {
+                let bytes = answer.unwrap();
+                (
+                    matches!(bytes, Held::Slot(_)),
+                    bytes.to_vec(),
+                    bytes.as_ptr(),
+                )
+            })
+        };
+        let first = pending.register();
+        assert!(read(&mut pending, first).is_pending());
+        assert!(pending.complete_with(first, b"first").is_some());
+        assert!(
+            pending.complete_with(first, b"again").is_none(),
+            "the first answer stands"
+        );
+        let Poll::Ready(Some((true, bytes, at))) = read(&mut pending, first) else {
+            panic!("the answer, in the slot");
+        };
+        assert_eq!(bytes, b"first");
+        // The same slot, its buffer kept: the next answer lands where the last one did.
+        let second = pending.register();
+        assert_eq!(second as u32, first as u32);
+        assert!(
+            pending.complete_with(second, b"second").is_none(),
+            "no poll yet: no waker"
+        );
+        let Poll::Ready(Some((true, bytes, again))) = read(&mut pending, second) else {
+            panic!("the answer, in the slot");
+        };
+        assert_eq!((bytes.as_slice(), again), (&b"second"[..], at));
+        // A large answer gets an allocation of its own: no slot keeps a large buffer.
+        let third = pending.register();
+        let large = vec![7u8; HELD + 1];
+        let _ = pending.complete_with(third, &large);
+        let Poll::Ready(Some((false, bytes, _))) = read(&mut pending, third) else {
+            panic!("the answer, in its own allocation");
+        };
+        assert_eq!(bytes, large);
+        assert!(pending.slots.iter().all(|s| s.held.capacity() <= HELD));
+    }
+
+    #[test]
+    fn an_error_or_no_answer_reaches_a_caller_that_reads_in_place() {
+        let mut pending = Pending::default();
+        let failed = pending.register();
+        let error = OpError::Unavailable {
+            partition: crate::partition::PartitionId(3),
+            reason: "gone".into(),
+        };
+        let _ = pending.complete(failed, Some(Err(error.clone())));
+        let answer = pending.poll_with(failed, Waker::noop(), |a| a.map(|b| b.to_vec()));
+        assert!(matches!(answer, Poll::Ready(Some(Err(e))) if e == error));
+        let none = pending.register();
+        let _ = pending.complete(none, None);
+        let answer = pending.poll_with(none, Waker::noop(), |a| a.map(|b| b.to_vec()));
+        assert!(matches!(answer, Poll::Ready(None)));
+        assert_eq!(pending.free.len(), 1, "both slots freed (one reused)");
     }
 }

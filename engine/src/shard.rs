@@ -36,7 +36,7 @@ use crate::replica::{
     classify, ArchivedPartitionSnapshot, BackupApplied, Call, CallId, NamespaceSnapshot,
     PartitionSnapshot, ReplicaState, Replication,
 };
-use crate::reply::{Answer, Pending, Reply};
+use crate::reply::{Answer, Held, Pending, Reply};
 use crate::spi::{
     MemberInfo, MembershipEvent, MigrationEndpoint, MigrationEvent, OpError, OpId, Operation,
     ReplicaIndex, ReplicationEvent, ServiceContext, ServiceId,
@@ -985,17 +985,17 @@ impl Awaiting {
         })
         .ok()
     }
-}
 
-impl std::future::Future for Awaiting {
-    type Output = Option<Answer>;
-
-    fn poll(
-        mut self: std::pin::Pin<&mut Self>,
+    /// The answer once there is one, handed to `read` where it is (`None` if there will be
+    /// none): a caller that reads it in place (a typed call decoding its response) needs no
+    /// copy of it of its own.
+    pub(crate) fn poll_with<T>(
+        &mut self,
         cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Answer>> {
+        read: impl FnOnce(Result<Held<'_>, OpError>) -> T,
+    ) -> std::task::Poll<Option<T>> {
         let correlation = self.correlation;
-        match self.with_pending(|p| p.poll(correlation, cx.waker())) {
+        match self.with_pending(|p| p.poll_with(correlation, cx.waker(), read)) {
             Some(std::task::Poll::Pending) => std::task::Poll::Pending,
             // Off its shard (which stopped), or answered.
             Some(std::task::Poll::Ready(answer)) => {
@@ -1007,6 +1007,17 @@ impl std::future::Future for Awaiting {
                 std::task::Poll::Ready(None)
             }
         }
+    }
+}
+
+impl std::future::Future for Awaiting {
+    type Output = Option<Answer>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Answer>> {
+        self.poll_with(cx, |answer| answer.map(Held::into_bytes))
     }
 }
 
