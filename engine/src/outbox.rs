@@ -254,13 +254,13 @@ impl Completions {
         self.items.push((correlation, answer));
     }
 
-    /// Hands each caller its answer and wakes it (on the callers' shard; each wake comes after
-    /// the table is released, as the caller's poll takes it). Gives the emptied message back,
-    /// for [`Outbox::recycle_completions`].
+    /// Hands each caller its answer and wakes it (on the callers' shard; a wake only schedules
+    /// the caller's task, whose poll comes after the table is released). Gives the emptied
+    /// message back, for [`Outbox::recycle_completions`].
     pub fn deliver(mut self, pending: &RefCell<Pending>) -> Self {
+        let mut pending = pending.borrow_mut();
         for (correlation, answer) in self.items.drain(..) {
-            let mut pending = pending.borrow_mut();
-            let waker = match answer {
+            match answer {
                 Some(Ok(at @ Packed::At { .. })) => {
                     pending.complete_with(correlation, self.answers.get(&at))
                 }
@@ -269,11 +269,8 @@ impl Completions {
                     pending.complete(correlation, answer)
                 }
             };
-            drop(pending);
-            if let Some(waker) = waker {
-                waker.wake();
-            }
         }
+        drop(pending);
         self
     }
 }

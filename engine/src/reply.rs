@@ -132,6 +132,11 @@ pub(crate) struct Pending {
 struct Slot {
     generation: u32,
     state: State,
+    /// The waker of the task that last waited here, kept when the slot is freed: a task's next
+    /// call usually takes the slot it just freed (the free list is last in, first out), and then
+    /// needs no clone of its waker (glommio counts a waker's references atomically). A task
+    /// that has ended stays allocated until its slot's next caller or the shard's end.
+    waker: Option<Waker>,
     /// A small answer's bytes ([`State::Held`]), copied in from its message and read in place
     /// by the caller: kept with the slot, so a slot's next answers reuse it.
     held: Bytes,
@@ -139,8 +144,8 @@ struct Slot {
 
 enum State {
     Free,
-    /// The caller, once it has polled.
-    Waiting(Option<Waker>),
+    /// The caller; `true` once it has polled (its waker is then the slot's).
+    Waiting(bool),
     /// The answer (`None`: there will be none), until the caller polls.
     Done(Option<Answer>),
     /// The answer, in the slot's `held` bytes, until the caller polls.
@@ -150,6 +155,19 @@ enum State {
 /// Answers up to this size are copied into their slot's own buffer ([`Pending::complete_with`]);
 /// a larger one gets an allocation of its own, so no slot keeps a large buffer.
 const HELD: usize = 256;
+
+impl Slot {
+    /// Wakes the task waiting here, if it has polled; `true` if it did.
+    fn wake(&self, polled: bool) -> bool {
+        match self.waker.as_ref().filter(|_| polled) {
+            Some(waker) => {
+                waker.wake_by_ref();
+                true
+            }
+            None => false,
+        }
+    }
+}
 
 impl Pending {
     /// Registers a caller: the correlation id to send with its call and to await with
@@ -161,6 +179,7 @@ impl Pending {
                 self.slots.push(Slot {
                     generation: 0,
                     state: State::Free,
+                    waker: None,
                     held: Bytes::new(),
                 });
                 // A shard has far fewer than 2^32 calls in flight.
@@ -168,7 +187,7 @@ impl Pending {
             }
         };
         let slot = &mut self.slots[index as usize];
-        slot.state = State::Waiting(None);
+        slot.state = State::Waiting(false);
         u64::from(slot.generation) << 32 | u64::from(index)
     }
 
@@ -191,45 +210,48 @@ impl Pending {
 
     /// Drops a registration whose call was never sent, or whose caller gave up.
     pub fn forget(&mut self, correlation: u64) {
-        if let Some((index, _)) = self.slot(correlation) {
+        if let Some((index, slot)) = self.slot(correlation) {
+            slot.waker = None;
             self.release(index);
         }
     }
 
     /// Stores the answer to call `correlation` (`None`: there will be none, the caller sees the
-    /// member as stopped) and gives the caller's waker to wake once this table is released.
-    #[must_use]
-    pub fn complete(&mut self, correlation: u64, answer: Option<Answer>) -> Option<Waker> {
-        let (_, slot) = self.slot(correlation)?;
+    /// member as stopped) and wakes the caller if it has polled; `true` if it did. The wake only
+    /// schedules the caller's task: its poll comes after this table is released.
+    pub fn complete(&mut self, correlation: u64, answer: Option<Answer>) -> bool {
+        let Some((_, slot)) = self.slot(correlation) else {
+            return false;
+        };
         match std::mem::replace(&mut slot.state, State::Done(answer)) {
-            State::Waiting(waker) => waker,
+            State::Waiting(polled) => slot.wake(polled),
             // Answered twice: the first answer stands.
             first => {
                 slot.state = first;
-                None
+                false
             }
         }
     }
 
     /// Stores the answer to call `correlation`, read from a message of answers: a small one is
     /// copied into the slot's own buffer (no allocation once the slot has had an answer as
-    /// large), a larger one into an allocation of its own. Returns the caller's waker as
+    /// large), a larger one into an allocation of its own. Wakes the caller as
     /// [`Pending::complete`] does.
-    #[must_use]
-    pub fn complete_with(&mut self, correlation: u64, answer: &[u8]) -> Option<Waker> {
+    pub fn complete_with(&mut self, correlation: u64, answer: &[u8]) -> bool {
         if answer.len() > HELD {
             return self.complete(correlation, Some(Ok(crate::payload::copy(answer))));
         }
-        let (_, slot) = self.slot(correlation)?;
-        let State::Waiting(waker) = &mut slot.state else {
-            // Answered twice: the first answer stands.
-            return None;
+        let Some((_, slot)) = self.slot(correlation) else {
+            return false;
         };
-        let waker = waker.take();
+        let State::Waiting(polled) = slot.state else {
+            // Answered twice: the first answer stands.
+            return false;
+        };
         slot.held.clear();
         slot.held.extend_from_slice(answer);
         slot.state = State::Held;
-        waker
+        slot.wake(polled)
     }
 
     /// The answer to call `correlation` once there is one (`None`: there will be none), else
@@ -252,9 +274,11 @@ impl Pending {
             return Poll::Ready(None);
         };
         let read = match &mut slot.state {
-            State::Waiting(Some(w)) if w.will_wake(waker) => return Poll::Pending,
-            State::Waiting(w) => {
-                *w = Some(waker.clone());
+            State::Waiting(polled) => {
+                if !slot.waker.as_ref().is_some_and(|w| w.will_wake(waker)) {
+                    slot.waker = Some(waker.clone());
+                }
+                *polled = true;
                 return Poll::Pending;
             }
             State::Done(answer) => answer.take().map(|answer| read(answer.map(Held::Own))),
@@ -318,12 +342,9 @@ mod tests {
         pending.forget(first);
         let second = pending.register();
         assert_ne!(first, second, "same slot, next generation");
-        assert!(pending.complete(first, Some(Ok(Bytes::new()))).is_none());
+        assert!(!pending.complete(first, Some(Ok(Bytes::new()))));
         assert!(poll(&mut pending, second).is_pending());
-        assert!(
-            pending.complete(second, None).is_some(),
-            "it polled: its waker"
-        );
+        assert!(pending.complete(second, None), "it polled: its waker");
         assert!(matches!(poll(&mut pending, second), Poll::Ready(None)));
     }
 
@@ -332,10 +353,8 @@ mod tests {
         let mut pending = Pending::default();
         let correlation = pending.register();
         assert!(poll(&mut pending, correlation).is_pending());
-        assert!(pending
-            .complete(correlation, Some(Ok(Bytes::new())))
-            .is_some());
-        assert!(pending.complete(correlation, None).is_none());
+        assert!(pending.complete(correlation, Some(Ok(Bytes::new()))));
+        assert!(!pending.complete(correlation, None));
         assert!(matches!(
             poll(&mut pending, correlation),
             Poll::Ready(Some(Ok(_)))
@@ -357,9 +376,9 @@ mod tests {
         };
         let first = pending.register();
         assert!(read(&mut pending, first).is_pending());
-        assert!(pending.complete_with(first, b"first").is_some());
+        assert!(pending.complete_with(first, b"first"));
         assert!(
-            pending.complete_with(first, b"again").is_none(),
+            !pending.complete_with(first, b"again"),
             "the first answer stands"
         );
         let Poll::Ready(Some((true, bytes, at))) = read(&mut pending, first) else {
@@ -370,7 +389,7 @@ mod tests {
         let second = pending.register();
         assert_eq!(second as u32, first as u32);
         assert!(
-            pending.complete_with(second, b"second").is_none(),
+            !pending.complete_with(second, b"second"),
             "no poll yet: no waker"
         );
         let Poll::Ready(Some((true, bytes, again))) = read(&mut pending, second) else {
@@ -404,5 +423,52 @@ mod tests {
         let answer = pending.poll_with(none, Waker::noop(), |a| a.map(|b| b.to_vec()));
         assert!(matches!(answer, Poll::Ready(None)));
         assert_eq!(pending.free.len(), 1, "both slots freed (one reused)");
+    }
+
+    /// A waker that counts its wakes; its `Arc`'s count tells how many clones are alive.
+    struct Wakes(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for Wakes {
+        fn wake(self: Arc<Self>) {
+            self.wake_by_ref();
+        }
+
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    #[test]
+    fn a_task_calling_again_from_the_slot_it_freed_needs_no_new_clone_of_its_waker() {
+        let mut pending = Pending::default();
+        let wakes = Arc::new(Wakes(0.into()));
+        let waker = Waker::from(wakes.clone());
+        let woken = || wakes.0.load(std::sync::atomic::Ordering::Relaxed);
+        let first = pending.register();
+        assert!(pending.poll(first, &waker).is_pending());
+        assert_eq!(Arc::strong_count(&wakes), 3, "the slot holds a clone");
+        assert!(pending.complete_with(first, b"one"));
+        assert_eq!(woken(), 1);
+        assert!(pending.poll(first, &waker).is_ready());
+        // The next call takes the slot just freed, and its waker is the one kept there.
+        let second = pending.register();
+        assert_eq!(second as u32, first as u32);
+        assert!(pending.poll(second, &waker).is_pending());
+        assert_eq!(Arc::strong_count(&wakes), 3, "no second clone");
+        assert!(pending.complete(second, Some(Ok(Bytes::new()))));
+        assert_eq!(woken(), 2, "woken once per answer");
+        assert!(pending.poll(second, &waker).is_ready());
+        // Another task in that slot: its waker replaces the kept one, which is dropped.
+        let third = pending.register();
+        assert!(pending.poll(third, Waker::noop()).is_pending());
+        assert_eq!(Arc::strong_count(&wakes), 2);
+        // A caller that gives up leaves no waker behind.
+        let fourth = pending.register();
+        let other = Arc::new(Wakes(0.into()));
+        assert!(pending
+            .poll(fourth, &Waker::from(other.clone()))
+            .is_pending());
+        pending.forget(fourth);
+        assert_eq!(Arc::strong_count(&other), 1);
     }
 }
