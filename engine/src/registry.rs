@@ -425,12 +425,19 @@ pub(crate) struct Handler {
     pub reads_only: bool,
 }
 
-/// `(service, op)` → handler, for the services started on one shard.
+/// `(service, op)` → handler, for the services started on one shard: ids under [`DENSE`] (every
+/// built-in service's) in a table indexed by them, looked up on every operation without hashing;
+/// others in a hash map.
 #[derive(Default)]
 pub(crate) struct Dispatch {
+    /// By service id, then operation id.
+    dense: Vec<Vec<Option<Handler>>>,
     handlers: AHashMap<(ServiceId, OpId), Handler>,
     slots_by_service: AHashMap<ServiceId, usize>,
 }
+
+/// Service and operation ids below this are looked up by index.
+const DENSE: u16 = 256;
 
 impl Dispatch {
     pub fn add(&mut self, slot: usize, factory: &ServiceFactory) {
@@ -441,13 +448,36 @@ impl Dispatch {
                 run: *run,
                 reads_only: *reads_only,
             };
-            self.handlers.insert((factory.id, *op), handler);
+            let (s, o) = (factory.id.0, op.0);
+            if s >= DENSE || o >= DENSE {
+                self.handlers.insert((factory.id, *op), handler);
+                continue;
+            }
+            let (s, o) = (usize::from(s), usize::from(o));
+            if self.dense.len() <= s {
+                self.dense.resize_with(s + 1, Vec::new);
+            }
+            let ops = &mut self.dense[s];
+            if ops.len() <= o {
+                ops.resize(o + 1, None);
+            }
+            ops[o] = Some(handler);
         }
     }
 
+    fn find(&self, service: ServiceId, op: OpId) -> Option<&Handler> {
+        if service.0 < DENSE && op.0 < DENSE {
+            return self
+                .dense
+                .get(usize::from(service.0))?
+                .get(usize::from(op.0))?
+                .as_ref();
+        }
+        self.handlers.get(&(service, op))
+    }
+
     pub fn handler(&self, service: ServiceId, op: OpId) -> Result<Handler, OpError> {
-        self.handlers
-            .get(&(service, op))
+        self.find(service, op)
             .copied()
             .ok_or(OpError::UnknownOperation { service, op })
     }
@@ -466,8 +496,80 @@ impl Dispatch {
 
     /// Whether `(service, op)` is registered as an operation that only reads.
     pub fn reads_only(&self, service: ServiceId, op: OpId) -> bool {
-        self.handlers
-            .get(&(service, op))
-            .is_some_and(|h| h.reads_only)
+        self.find(service, op).is_some_and(|h| h.reads_only)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(
+        _: &mut dyn ErasedSlot,
+        _: &Target<'_>,
+        _: &[u8],
+        _: &mut Bytes,
+    ) -> Result<Option<BackupWork>, OpError> {
+        Ok(None)
+    }
+
+    fn start(
+        _: &ServiceContext,
+        _: &Properties,
+        _: usize,
+        _: Policies,
+    ) -> Result<Box<dyn ErasedSlot>, ServiceError> {
+        Err(ServiceError::new("not started in this test"))
+    }
+
+    fn factory(id: u16, ops: &[(u16, bool)]) -> ServiceFactory {
+        ServiceFactory {
+            name: "test",
+            id: ServiceId(id),
+            start,
+            ops: ops
+                .iter()
+                .map(|&(op, reads)| (OpId(op), "op", run as OpFn, reads))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn operations_are_found_by_index_below_the_dense_bound_and_by_hash_above_it() {
+        let mut dispatch = Dispatch::default();
+        dispatch.add(0, &factory(16, &[(1, false), (3, true)]));
+        dispatch.add(1, &factory(300, &[(2, true)]));
+        dispatch.add(2, &factory(17, &[(1000, true)]));
+        let found = |s: u16, o: u16| {
+            dispatch
+                .handler(ServiceId(s), OpId(o))
+                .map(|h| (h.slot, h.reads_only))
+        };
+        assert_eq!(found(16, 1).ok(), Some((0, false)));
+        assert_eq!(found(16, 3).ok(), Some((0, true)));
+        assert_eq!(found(300, 2).ok(), Some((1, true)));
+        assert_eq!(found(17, 1000).ok(), Some((2, true)));
+        assert!(dispatch.reads_only(ServiceId(16), OpId(3)));
+        assert!(!dispatch.reads_only(ServiceId(16), OpId(1)));
+        // Unknown: a gap in the table, past its end, a service never added, either side.
+        for (s, o) in [
+            (16, 2),
+            (16, 4),
+            (16, 255),
+            (15, 1),
+            (17, 1),
+            (200, 1),
+            (300, 1),
+        ] {
+            assert!(
+                matches!(
+                    dispatch.handler(ServiceId(s), OpId(o)),
+                    Err(OpError::UnknownOperation { service, op })
+                        if service == ServiceId(s) && op == OpId(o)
+                ),
+                "({s}, {o})"
+            );
+            assert!(!dispatch.reads_only(ServiceId(s), OpId(o)));
+        }
     }
 }
