@@ -270,7 +270,6 @@ impl Completions {
                 }
             };
         }
-        drop(pending);
         self
     }
 }

@@ -439,6 +439,11 @@ pub(crate) struct Dispatch {
 /// Service and operation ids below this are looked up by index.
 const DENSE: u16 = 256;
 
+/// Where `(service, op)` sits in [`Dispatch`]'s table, if both ids are under [`DENSE`].
+fn dense_index(service: ServiceId, op: OpId) -> Option<(usize, usize)> {
+    (service.0 < DENSE && op.0 < DENSE).then(|| (usize::from(service.0), usize::from(op.0)))
+}
+
 impl Dispatch {
     pub fn add(&mut self, slot: usize, factory: &ServiceFactory) {
         self.slots_by_service.insert(factory.id, slot);
@@ -448,12 +453,10 @@ impl Dispatch {
                 run: *run,
                 reads_only: *reads_only,
             };
-            let (s, o) = (factory.id.0, op.0);
-            if s >= DENSE || o >= DENSE {
+            let Some((s, o)) = dense_index(factory.id, *op) else {
                 self.handlers.insert((factory.id, *op), handler);
                 continue;
-            }
-            let (s, o) = (usize::from(s), usize::from(o));
+            };
             if self.dense.len() <= s {
                 self.dense.resize_with(s + 1, Vec::new);
             }
@@ -466,14 +469,10 @@ impl Dispatch {
     }
 
     fn find(&self, service: ServiceId, op: OpId) -> Option<&Handler> {
-        if service.0 < DENSE && op.0 < DENSE {
-            return self
-                .dense
-                .get(usize::from(service.0))?
-                .get(usize::from(op.0))?
-                .as_ref();
+        match dense_index(service, op) {
+            Some((s, o)) => self.dense.get(s)?.get(o)?.as_ref(),
+            None => self.handlers.get(&(service, op)),
         }
-        self.handlers.get(&(service, op))
     }
 
     pub fn handler(&self, service: ServiceId, op: OpId) -> Result<Handler, OpError> {

@@ -220,17 +220,7 @@ impl Pending {
     /// member as stopped) and wakes the caller if it has polled; `true` if it did. The wake only
     /// schedules the caller's task: its poll comes after this table is released.
     pub fn complete(&mut self, correlation: u64, answer: Option<Answer>) -> bool {
-        let Some((_, slot)) = self.slot(correlation) else {
-            return false;
-        };
-        match std::mem::replace(&mut slot.state, State::Done(answer)) {
-            State::Waiting(polled) => slot.wake(polled),
-            // Answered twice: the first answer stands.
-            first => {
-                slot.state = first;
-                false
-            }
-        }
+        self.answer(correlation, |slot| slot.state = State::Done(answer))
     }
 
     /// Stores the answer to call `correlation`, read from a message of answers: a small one is
@@ -238,19 +228,28 @@ impl Pending {
     /// large), a larger one into an allocation of its own. Wakes the caller as
     /// [`Pending::complete`] does.
     pub fn complete_with(&mut self, correlation: u64, answer: &[u8]) -> bool {
-        if answer.len() > HELD {
-            return self.complete(correlation, Some(Ok(crate::payload::copy(answer))));
-        }
+        self.answer(correlation, |slot| {
+            slot.state = if answer.len() > HELD {
+                State::Done(Some(Ok(crate::payload::copy(answer))))
+            } else {
+                slot.held.clear();
+                slot.held.extend_from_slice(answer);
+                State::Held
+            };
+        })
+    }
+
+    /// Has `store` put the answer into call `correlation`'s slot if it still waits for one, and
+    /// wakes the caller if it has polled; `true` if it did. Answered twice: the first answer
+    /// stands.
+    fn answer(&mut self, correlation: u64, store: impl FnOnce(&mut Slot)) -> bool {
         let Some((_, slot)) = self.slot(correlation) else {
             return false;
         };
         let State::Waiting(polled) = slot.state else {
-            // Answered twice: the first answer stands.
             return false;
         };
-        slot.held.clear();
-        slot.held.extend_from_slice(answer);
-        slot.state = State::Held;
+        store(slot);
         slot.wake(polled)
     }
 
