@@ -32,8 +32,15 @@ step "seeded simulation of membership, tables, migrations and data: 2,000 more s
 # and the command that replays it.
 CORECAST_SIM_SEED=40 CORECAST_SIM_SEEDS=2000 cargo test --release -q -p corecast-net --lib seeded
 
-step "corecast-bench smoke run (embedded)"
-cargo run --release -q -p corecast-bench -- --duration 0.3 --warmup 0.1 --counters 16 --keys 1000
+step "corecast-bench smoke run (embedded), built with the PGO profile"
+cargo run --release -q -p corecast-bench -- --duration 0.3 --warmup 0.1 --counters 16 --keys 1000 \
+    | tee target/smoke-bench.txt
+# Optimised builds take pgo/corecast.profdata through scripts/rustc-pgo; a profile this toolchain
+# cannot use (another LLVM) would silently cost a fifth of the throughput: retrain it.
+grep -q "profile-guided build" target/smoke-bench.txt || {
+    echo "the release build did not use pgo/corecast.profdata: run scripts/pgo-train.sh" >&2
+    exit 1
+}
 
 step "corecast-bench smoke run (map memory per entry, 100k entries)"
 cargo run --release -q -p corecast-bench -- --map-memory 100000

@@ -74,6 +74,9 @@ pub struct Result {
 pub struct Summary {
     /// corecast's version.
     pub version: String,
+    /// Whether the binary was built with the checked-in PGO profile (bench/README.md).
+    #[serde(default)]
+    pub profile_guided: bool,
     /// The machine.
     pub machine: Machine,
     /// When the run started (ms since the Unix epoch).
@@ -294,6 +297,7 @@ mod tests {
         let m = measured();
         let a = Summary {
             version: "0.1.0".into(),
+            profile_guided: true,
             machine: Machine::here(),
             started_unix_ms: 1,
             config: serde_json::json!({"workloads": ["map-get"], "rate": 1000.0}),

@@ -108,6 +108,7 @@ mod tests {
         m.elapsed = Duration::from_secs(1);
         let summary = Summary {
             version: "0".into(),
+            profile_guided: false,
             machine: Machine::here(),
             started_unix_ms: 0,
             config: serde_json::json!({}),

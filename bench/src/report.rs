@@ -125,6 +125,10 @@ impl Row {
     }
 }
 
+/// Whether this binary was built with the checked-in PGO profile (scripts/rustc-pgo sets
+/// `corecast_pgo` when it adds the profile to an optimised build).
+pub const PROFILE_GUIDED: bool = cfg!(corecast_pgo);
+
 /// What the run was, for the table's heading.
 pub struct Setup {
     /// What was measured: "embedded member" or "cluster at …, through the smart client".
@@ -141,6 +145,8 @@ pub struct Setup {
     pub load: String,
     /// Measured time per workload.
     pub duration: Duration,
+    /// Whether this binary was built with the checked-in PGO profile ([`PROFILE_GUIDED`]).
+    pub profile_guided: bool,
 }
 
 /// The results table.
@@ -148,13 +154,17 @@ pub fn table(setup: &Setup, rows: &[Row]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "corecast-bench: {}, {} shards, {} partitions, {} callers per shard, {}, {:.1} s per workload",
+        "corecast-bench: {}, {} shards, {} partitions, {} callers per shard, {}, {:.1} s per workload, {}",
         setup.target,
         setup.shards,
         setup.partitions,
         setup.callers,
         setup.load,
-        setup.duration.as_secs_f64()
+        setup.duration.as_secs_f64(),
+        match setup.profile_guided {
+            true => "profile-guided build",
+            false => "built without the PGO profile",
+        }
     );
     let _ = writeln!(
         out,

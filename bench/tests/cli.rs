@@ -137,6 +137,8 @@ fn a_run_writes_a_summary_and_hgrm_files_that_hold_its_settings() {
     assert_eq!(summary["config"]["workloads"][0], "map-mixed");
     assert!(summary["machine"]["cores"].as_u64().unwrap() >= 1);
     assert!(!summary["machine"]["kernel"].as_str().unwrap().is_empty());
+    // This test's binary is a debug build: scripts/rustc-pgo leaves it without the profile.
+    assert_eq!(summary["profile_guided"], false);
     let results = summary["results"].as_array().unwrap();
     assert_eq!(results.len(), 6, "corecast and the bare map, per workload");
     // INCRs on a map of their own: the other workloads' values are no integers.
