@@ -384,7 +384,6 @@ fn run(args: Args) -> anyhow::Result<()> {
         callers: spec.callers,
         load,
         duration: spec.duration,
-        profile_guided: report::PROFILE_GUIDED,
     };
     bench.shutdown();
     print!("{}", report::table(&setup, &rows));
@@ -434,7 +433,7 @@ fn summary(
         .collect();
     output::Summary {
         version: env!("CARGO_PKG_VERSION").to_owned(),
-        profile_guided: setup.profile_guided,
+        profile_guided: report::PROFILE_GUIDED,
         machine: output::Machine::here(),
         started_unix_ms,
         config: serde_json::json!({

@@ -145,8 +145,6 @@ pub struct Setup {
     pub load: String,
     /// Measured time per workload.
     pub duration: Duration,
-    /// Whether this binary was built with the checked-in PGO profile ([`PROFILE_GUIDED`]).
-    pub profile_guided: bool,
 }
 
 /// The results table.
@@ -161,7 +159,7 @@ pub fn table(setup: &Setup, rows: &[Row]) -> String {
         setup.callers,
         setup.load,
         setup.duration.as_secs_f64(),
-        match setup.profile_guided {
+        match PROFILE_GUIDED {
             true => "profile-guided build",
             false => "built without the PGO profile",
         }
